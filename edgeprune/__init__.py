@@ -1,0 +1,54 @@
+"""edgeprune: prune CNN detectors safely, then profile and pick per edge target.
+
+The top level is lazy: ``import edgeprune.runtimes`` and ``import edgeprune.devices`` must not
+import torch, so the torch-based API is loaded on first attribute access.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from edgeprune._version import __version__
+from edgeprune.errors import (  # noqa: F401  (re-exported)
+    EdgepruneError,
+    MissingDependencyError,
+    UnsupportedOperationError,
+)
+
+# public name -> module that defines it (imported on first use)
+_LAZY_ATTRS: dict[str, str] = {
+    # pruning core
+    "trace": "edgeprune.pruning",
+    "plan": "edgeprune.pruning",
+    "apply": "edgeprune.pruning",
+    "prune": "edgeprune.pruning",
+    "Graph": "edgeprune.pruning",
+    "PruningPlan": "edgeprune.pruning",
+    "count_params": "edgeprune.complexity",
+    "count_flops": "edgeprune.complexity",
+    # export
+    "export_onnx": "edgeprune.export",
+    # iterative pruning
+    "sensitivity": "edgeprune.iterative",
+    "iterative_prune": "edgeprune.iterative",
+    # sweep
+    "sweep": "edgeprune.sweep",
+}
+_LAZY_MODULES = {
+    "models", "data", "evaluation", "training", "pruning", "iterative", "sweep",
+    "runtimes", "devices", "errors", "export", "complexity",
+}
+
+__all__ = ["__version__", "EdgepruneError", *sorted(_LAZY_ATTRS), *sorted(_LAZY_MODULES)]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY_MODULES:
+        return importlib.import_module(f"edgeprune.{name}")
+    module = _LAZY_ATTRS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'edgeprune' has no attribute '{name}'")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,46 @@
+"""The ``edgeprune`` command. Each subcommand is one module here exposing ``register(subparsers)``;
+adding a command means adding a module and one name to ``COMMANDS``. Heavy imports happen inside
+each command's run function, so ``edgeprune --version`` stays fast."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from edgeprune._version import __version__
+from edgeprune.errors import EdgepruneError
+
+COMMANDS = ["doctor"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgeprune",
+        description="Prune CNN detectors, profile them on each target's runtime, pick per target.",
+    )
+    parser.add_argument("--version", action="version", version=f"edgeprune {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"edgeprune.cli.{name.replace('-', '_')}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except EdgepruneError as exc:
+        print(f"edgeprune: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("edgeprune: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

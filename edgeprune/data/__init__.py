@@ -1,0 +1,1 @@
+"""Detection datasets (YOLO, COCO JSON) and the synthetic inspection data generator."""

@@ -1,0 +1,1 @@
+"""Evaluation: mAP with pycocotools, label-free fidelity, the Evaluator protocol."""

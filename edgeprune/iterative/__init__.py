@@ -1,0 +1,1 @@
+"""Iterative sensitivity pruning (the paper loop), resumable."""

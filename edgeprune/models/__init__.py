@@ -1,0 +1,1 @@
+"""Built-in detector models (YOLOv7 family)."""

@@ -1,0 +1,1 @@
+"""Pruning core: trace a model into a channel-dependency graph, plan, and apply surgery."""

@@ -1,0 +1,1 @@
+"""Per-target sweep, knee selection, report and bundles."""

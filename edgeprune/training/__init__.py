@@ -1,0 +1,1 @@
+"""Fine-tuning: YOLOv7 loss, trainer, distillation, the finetune(model, steps) interface."""
