@@ -64,6 +64,14 @@ class CompileError(EdgepruneError):
     """A runtime failed to compile (build) a model."""
 
 
+class UnsupportedPrecisionError(CompileError):
+    """A runtime or device cannot run the requested precision (raised instead of silently using another)."""
+
+
+class InvalidInputError(EdgepruneError):
+    """Inference inputs do not match the model: a missing or extra name, a wrong shape or dtype."""
+
+
 class IncompatibleArtifactError(EdgepruneError):
     """A compiled artifact (e.g. a TensorRT engine) was built for another runtime version or device."""
 

@@ -1,0 +1,284 @@
+"""The small interface every runtime backend implements: Artifact (what compile made), Runtime
+(compile + session), Session (validated numpy inference and profiling). Build is separate from run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from edgeprune.errors import (
+    IncompatibleArtifactError,
+    InvalidConfigError,
+    InvalidInputError,
+    UnsupportedPrecisionError,
+)
+from edgeprune.runtimes.fileio import read_json, sha256_file, write_json
+
+PRECISIONS = ("fp32", "fp16", "int8")
+ARTIFACT_JSON = "artifact.json"
+
+
+@dataclass
+class Artifact:
+    """A compiled model on disk: ``path`` is the main file, ``files`` everything the session needs."""
+
+    runtime: str
+    path: str
+    files: list[str] = field(default_factory=list)
+    precision: str = "fp32"
+    options: dict = field(default_factory=dict)
+    onnx_sha256: str = ""
+    meta: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """JSON-able dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Artifact:
+        """Inverse of ``to_dict``; unknown keys are an error so a typo never passes silently."""
+        known = set(cls.__dataclass_fields__)
+        unknown = set(d) - known
+        if unknown or "runtime" not in d or "path" not in d:
+            raise InvalidConfigError(f"artifact JSON: unknown keys {sorted(unknown)} or missing runtime/path")
+        return cls(**{k: d[k] for k in known if k in d})
+
+    @property
+    def directory(self) -> Path:
+        return Path(self.path).parent
+
+    def save(self, directory: str | os.PathLike | None = None) -> Path:
+        """Write ``artifact.json`` next to the files, with paths relative to that folder (movable)."""
+        directory = Path(directory) if directory is not None else self.directory
+        d = self.to_dict()
+        d["path"] = _relative(self.path, directory)
+        d["files"] = [_relative(f, directory) for f in self.files]
+        return write_json(directory / ARTIFACT_JSON, d)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Artifact:
+        """Read ``artifact.json`` (or a folder holding one); paths come back absolute."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / ARTIFACT_JSON
+        if not path.is_file():
+            raise InvalidConfigError(f"no compiled artifact at {path} (expected {ARTIFACT_JSON})")
+        art = cls.from_dict(read_json(path))
+        base = path.parent.resolve()
+        art.path = str((base / art.path).resolve())
+        art.files = [str((base / f).resolve()) for f in art.files]
+        missing = [f for f in art.files if not Path(f).exists()]
+        if missing:
+            raise InvalidConfigError(f"artifact {path} lists files that are missing: {missing}")
+        return art
+
+
+def _relative(p: str, directory: Path) -> str:
+    try:
+        return str(Path(p).resolve().relative_to(directory.resolve()))
+    except ValueError:
+        return str(p)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One model input or output: name, shape (None for a dynamic dim) and numpy dtype."""
+
+    name: str
+    shape: tuple
+    dtype: np.dtype
+
+    @property
+    def is_static(self) -> bool:
+        return all(isinstance(d, int) and d > 0 for d in self.shape)
+
+
+class Session(ABC):
+    """An opened artifact. Subclasses set ``inputs``/``outputs`` (TensorSpec lists) and define ``_run``."""
+
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+
+    def __init__(self, artifact: Artifact) -> None:
+        self.artifact = artifact
+        self.closed = False
+
+    # --- the public surface ------------------------------------------------------------------
+    @property
+    def input_names(self) -> list[str]:
+        return [t.name for t in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [t.name for t in self.outputs]
+
+    @property
+    def input_shapes(self) -> dict[str, tuple]:
+        return {t.name: t.shape for t in self.inputs}
+
+    def infer(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """Run once; outputs in ``output_names`` order."""
+        return self._run(self.validate(feeds))
+
+    def bind(self, feeds: Mapping[str, np.ndarray]) -> Callable[[], Any]:
+        """Validate ``feeds`` once and return a no-argument callable that runs inference (for timing)."""
+        checked = self.validate(feeds)
+        return lambda: self._run(checked)
+
+    def profile(self, feeds: Mapping[str, np.ndarray], config=None, **fields):
+        """Time inference (warm-up, then enough runs); returns ``LatencyStats`` with the environment."""
+        from edgeprune.runtimes.profiling import ProfileConfig, profile_callable
+
+        config = ProfileConfig.make(config, **fields)
+        stats = profile_callable(self.bind(feeds), config)
+        stats.env = self.environment()
+        return stats
+
+    def environment(self) -> dict:
+        """Runtime, version, precision, threads and machine facts recorded beside each measurement."""
+        from edgeprune.runtimes.environment import collect
+
+        a = self.artifact
+        return collect(
+            runtime_name=a.runtime,
+            threads=a.options.get("threads"),
+            precision=a.precision,
+            extra={"runtime_version": a.meta.get("runtime_version"), **self._env_extra()},
+        )
+
+    def _env_extra(self) -> dict:
+        """Backend facts worth recording (engine, providers, device); override in backends."""
+        return {}
+
+    def validate(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Check names, dtypes and static dims; raise ``InvalidInputError`` naming the input."""
+        if self.closed:
+            raise InvalidInputError("session is closed")
+        if not isinstance(feeds, Mapping):
+            raise InvalidInputError(f"feeds must be a dict name -> array, got {type(feeds).__name__}")
+        names = self.input_names
+        missing = [n for n in names if n not in feeds]
+        extra = [n for n in feeds if n not in names]
+        if missing:
+            raise InvalidInputError(f"missing input {missing[0]!r}; the model's inputs are {names}")
+        if extra:
+            raise InvalidInputError(f"unknown input {extra[0]!r}; the model's inputs are {names}")
+        out = {}
+        for spec in self.inputs:
+            x = feeds[spec.name]
+            if not isinstance(x, np.ndarray):
+                raise InvalidInputError(f"input {spec.name!r} must be a numpy array, got {type(x).__name__}")
+            if x.dtype != spec.dtype:
+                raise InvalidInputError(
+                    f"input {spec.name!r} has dtype {x.dtype}, the model expects {spec.dtype}"
+                )
+            if len(x.shape) != len(spec.shape) or any(
+                isinstance(d, int) and d > 0 and d != s for d, s in zip(spec.shape, x.shape)
+            ):
+                raise InvalidInputError(
+                    f"input {spec.name!r} has shape {tuple(x.shape)}, the model expects {spec.shape}"
+                )
+            out[spec.name] = np.ascontiguousarray(x)
+        return out
+
+    def close(self) -> None:
+        """Release the runtime's resources; idempotent."""
+        if not self.closed:
+            self._close()
+            self.closed = True
+
+    def _close(self) -> None:  # noqa: B027  (optional hook: most sessions free memory on GC)
+        return None
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @abstractmethod
+    def _run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Run the model on already validated feeds."""
+
+
+class Runtime(ABC):
+    """A runtime backend: ``compile`` an ONNX file into an Artifact, open it as a ``session``."""
+
+    name: str = ""
+    extra: str = ""
+    precisions: tuple = ("fp32",)
+
+    @abstractmethod
+    def version(self) -> str:
+        """The SDK's version string."""
+
+    @abstractmethod
+    def compile(
+        self,
+        onnx_path: str | os.PathLike,
+        workdir: str | os.PathLike,
+        precision: str = "fp32",
+        threads: int | None = None,
+        **options: Any,
+    ) -> Artifact:
+        """Build ``onnx_path`` for this runtime into ``workdir``; writes ``artifact.json`` there."""
+
+    @abstractmethod
+    def _open(self, artifact: Artifact) -> Session:
+        """Open a session on an artifact of this runtime."""
+
+    def session(self, artifact_or_path: Artifact | str | os.PathLike) -> Session:
+        """Open an Artifact, an artifact folder/JSON, or an ONNX file (compiled into a temp folder)."""
+        art = artifact_or_path
+        if not isinstance(art, Artifact):
+            p = Path(art)
+            if p.suffix.lower() == ".onnx" and p.is_file():
+                art = self.compile(p, tempfile.mkdtemp(prefix=f"edgeprune-{self.name}-"))
+            else:
+                art = Artifact.load(p)
+        if art.runtime != self.name:
+            raise IncompatibleArtifactError(f"artifact was compiled for '{art.runtime}', not '{self.name}'")
+        return self._open(art)
+
+    # --- helpers for backends -----------------------------------------------------------------
+    def check_precision(self, precision: str) -> str:
+        """Normalise ``precision`` and refuse one this runtime cannot honour."""
+        p = str(precision).lower()
+        if p not in self.precisions:
+            raise UnsupportedPrecisionError(
+                f"{self.name} does not support precision '{precision}' here; "
+                f"supported: {list(self.precisions)}"
+            )
+        return p
+
+    @staticmethod
+    def check_threads(threads: int | None) -> int | None:
+        if threads is not None and (not isinstance(threads, int) or threads < 1):
+            raise InvalidConfigError(f"threads must be a positive int or None, got {threads!r}")
+        return threads
+
+    @staticmethod
+    def copy_onnx(onnx_path: str | os.PathLike, workdir: str | os.PathLike, name: str = "model.onnx") -> Path:
+        """Copy the ONNX file into ``workdir`` and return the copy (no external-data files)."""
+        src = Path(onnx_path)
+        if not src.is_file():
+            raise InvalidConfigError(f"ONNX file not found: {src}")
+        dst_dir = Path(workdir)
+        dst_dir.mkdir(parents=True, exist_ok=True)
+        dst = dst_dir / name
+        if src.resolve() != dst.resolve():
+            shutil.copyfile(src, dst)
+        return dst
+
+    @staticmethod
+    def onnx_sha256(onnx_path: str | os.PathLike) -> str:
+        return sha256_file(onnx_path)

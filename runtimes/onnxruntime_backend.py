@@ -1,0 +1,209 @@
+"""ONNX Runtime backend.
+
+Artifact: the ONNX file copied into ``workdir`` (``model.onnx``). ONNX Runtime optimizes the graph when
+a session is created, in well under a second for these models, so the portable ONNX is what we keep.
+With ``save_optimized=True`` the optimized graph is also written (``model.optimized.onnx``) for
+inspection only: at level "all" it contains layout ops tied to this CPU's instruction set, so it is
+not loaded back. Sessions use explicit thread counts and sequential execution, so a measurement says
+exactly how many cores it used.
+
+Options: ``providers`` (default ["CPUExecutionProvider"]; CUDA / TensorRT EPs only when asked for and
+present), ``graph_optimization_level`` ("all" | "extended" | "basic" | "disable"), ``inter_op_threads``
+(default 1), ``allow_spinning`` (bool; None keeps ORT's default), ``save_optimized``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from edgeprune.errors import (
+    CompileError,
+    InvalidConfigError,
+    MissingDependencyError,
+    UnsupportedPrecisionError,
+)
+from edgeprune.runtimes.base import Artifact, Runtime, Session, TensorSpec
+
+CPU_EP = "CPUExecutionProvider"
+LEVELS = {
+    "all": "ORT_ENABLE_ALL",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "basic": "ORT_ENABLE_BASIC",
+    "disable": "ORT_DISABLE_ALL",
+}
+_ORT_TYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(double)": "float64",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+    "tensor(uint8)": "uint8",
+    "tensor(int8)": "int8",
+    "tensor(bool)": "bool",
+}
+KNOWN_OPTIONS = {
+    "providers",
+    "graph_optimization_level",
+    "inter_op_threads",
+    "allow_spinning",
+    "save_optimized",
+}
+
+
+def _ort():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise MissingDependencyError("onnxruntime", "onnxruntime") from None
+    return onnxruntime
+
+
+def _session_options(ort, options: dict, optimized_path: str | None = None):
+    so = ort.SessionOptions()
+    threads = options.get("threads")
+    if threads:
+        so.intra_op_num_threads = int(threads)
+    so.inter_op_num_threads = int(options.get("inter_op_threads", 1))
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = getattr(
+        ort.GraphOptimizationLevel, LEVELS[options["graph_optimization_level"]]
+    )
+    if options.get("allow_spinning") is not None:
+        so.add_session_config_entry(
+            "session.intra_op.allow_spinning", "1" if options["allow_spinning"] else "0"
+        )
+    if optimized_path:
+        so.optimized_model_filepath = optimized_path
+    return so
+
+
+def _providers(options: dict, precision: str) -> list:
+    """Provider list with provider options; fp16 only through the TensorRT EP's own flag."""
+    out = []
+    for p in options["providers"]:
+        if p == "TensorrtExecutionProvider":
+            out.append((p, {"trt_fp16_enable": precision == "fp16"}))
+        else:
+            out.append(p)
+    return out
+
+
+class OnnxRuntimeSession(Session):
+    def __init__(self, artifact: Artifact) -> None:
+        super().__init__(artifact)
+        ort = _ort()
+        opts = artifact.options
+        self.sess = ort.InferenceSession(
+            artifact.path,
+            sess_options=_session_options(ort, opts),
+            providers=_providers(opts, artifact.precision),
+        )
+        self.inputs = [self._spec(i) for i in self.sess.get_inputs()]
+        self.outputs = [self._spec(o) for o in self.sess.get_outputs()]
+
+    @staticmethod
+    def _spec(arg) -> TensorSpec:
+        import numpy as np
+
+        shape = tuple(d if isinstance(d, int) and d > 0 else None for d in arg.shape)
+        return TensorSpec(arg.name, shape, np.dtype(_ORT_TYPES.get(arg.type, "float32")))
+
+    @property
+    def providers(self) -> list[str]:
+        return list(self.sess.get_providers())
+
+    @property
+    def intra_op_threads(self) -> int:
+        return int(self.sess.get_session_options().intra_op_num_threads)
+
+    def _env_extra(self) -> dict:
+        return {
+            "providers": self.providers,
+            "graph_optimization_level": self.artifact.options.get("graph_optimization_level"),
+        }
+
+    def _run(self, feeds):
+        return self.sess.run(None, feeds)
+
+    def _close(self) -> None:
+        self.sess = None
+
+
+class OnnxRuntimeRuntime(Runtime):
+    name = "onnxruntime"
+    extra = "onnxruntime"
+    precisions = ("fp32", "fp16")  # fp16 only with the TensorRT EP (checked in compile)
+
+    def version(self) -> str:
+        return _ort().__version__
+
+    def compile(self, onnx_path, workdir, precision="fp32", threads=None, **options: Any) -> Artifact:
+        """Copy the ONNX, create one session to check it loads and time the graph optimization."""
+        ort = _ort()
+        unknown = set(options) - KNOWN_OPTIONS
+        if unknown:
+            raise InvalidConfigError(
+                f"onnxruntime: unknown options {sorted(unknown)}; known: {sorted(KNOWN_OPTIONS)}"
+            )
+        precision = self.check_precision(precision)
+        opts = {
+            "threads": self.check_threads(threads),
+            "providers": list(options.get("providers") or [CPU_EP]),
+            "graph_optimization_level": options.get("graph_optimization_level", "all"),
+            "inter_op_threads": int(options.get("inter_op_threads", 1)),
+            "allow_spinning": options.get("allow_spinning"),
+        }
+        if opts["graph_optimization_level"] not in LEVELS:
+            raise InvalidConfigError(f"graph_optimization_level must be one of {list(LEVELS)}")
+        available = ort.get_available_providers()
+        missing = [p for p in opts["providers"] if p not in available]
+        if missing:
+            raise CompileError(
+                f"onnxruntime providers {missing} are not available here; available: {available}"
+            )
+        if precision == "fp16" and "TensorrtExecutionProvider" not in opts["providers"]:
+            raise UnsupportedPrecisionError(
+                "onnxruntime runs fp16 only through the TensorRT execution provider "
+                "(providers=['TensorrtExecutionProvider', ...]); the CPU/CUDA EPs would need an fp16 model"
+            )
+        sha = self.onnx_sha256(onnx_path)
+        model = self.copy_onnx(onnx_path, workdir)
+        files = [str(model)]
+        optimized = None
+        if options.get("save_optimized"):
+            optimized = str(model.with_name("model.optimized.onnx"))
+            files.append(optimized)
+        t0 = time.perf_counter()
+        try:
+            sess = ort.InferenceSession(
+                str(model),
+                sess_options=_session_options(ort, opts, optimized),
+                providers=_providers(opts, precision),
+            )
+        except Exception as exc:
+            raise CompileError(f"onnxruntime could not load {onnx_path}: {exc}") from exc
+        compile_s = time.perf_counter() - t0
+        art = Artifact(
+            runtime=self.name,
+            path=str(model),
+            files=files,
+            precision=precision,
+            options=opts,
+            onnx_sha256=sha,
+            meta={
+                "runtime_version": ort.__version__,
+                "compile_s": compile_s,
+                "providers_used": list(sess.get_providers()),
+                "optimized_model": optimized and os.path.basename(optimized),
+            },
+        )
+        art.save()
+        return art
+
+    def _open(self, artifact: Artifact) -> Session:
+        return OnnxRuntimeSession(artifact)
+
+
+RUNTIME = OnnxRuntimeRuntime()

@@ -1,0 +1,176 @@
+"""OpenVINO backend.
+
+Artifact: OpenVINO IR (``model.xml`` + ``model.bin``) made with ``openvino.convert_model`` and saved
+with ``compress_to_fp16=False`` (the default would silently halve the weights). The session compiles
+it for the device with ``PERFORMANCE_HINT=LATENCY`` (one request, one stream: what a camera app does),
+``INFERENCE_NUM_THREADS`` and an explicit ``INFERENCE_PRECISION_HINT``: on CPUs with BF16/AMX the
+plugin's default is bf16, so fp32 must be asked for to be measured. fp16/bf16 are allowed only where
+the device lists them in ``OPTIMIZATION_CAPABILITIES``; int8 needs a quantized model (NNCF) and is refused.
+
+Options: ``device`` ("CPU" default, any of ``Core().available_devices``), ``performance_hint``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeprune.errors import (
+    CompileError,
+    InvalidConfigError,
+    MissingDependencyError,
+    UnsupportedPrecisionError,
+)
+from edgeprune.runtimes.base import Artifact, Runtime, Session, TensorSpec
+
+HINTS = {"fp32": ("f32", "FP32"), "fp16": ("f16", "FP16"), "bf16": ("bf16", "BF16")}
+KNOWN_OPTIONS = {"device", "performance_hint"}
+
+
+def _ov():
+    try:
+        import openvino
+    except ImportError:
+        raise MissingDependencyError("openvino", "openvino") from None
+    return openvino
+
+
+def compile_config(precision: str, threads: int | None, hint: str = "LATENCY") -> dict:
+    """The properties passed to ``Core.compile_model``."""
+    cfg: dict[str, Any] = {"PERFORMANCE_HINT": hint, "INFERENCE_PRECISION_HINT": HINTS[precision][0]}
+    if threads:
+        cfg["INFERENCE_NUM_THREADS"] = int(threads)
+    return cfg
+
+
+def _type_name(t) -> str:
+    get = getattr(t, "get_type_name", None)
+    return str(get()) if callable(get) else str(t)
+
+
+class OpenVINOSession(Session):
+    def __init__(self, artifact: Artifact) -> None:
+        super().__init__(artifact)
+        ov = _ov()
+        core = ov.Core()
+        o = artifact.options
+        self.compiled = core.compile_model(
+            artifact.path,
+            o["device"],
+            compile_config(artifact.precision, o.get("threads"), o["performance_hint"]),
+        )
+        self.request = self.compiled.create_infer_request()
+        self.inputs = [self._spec(p) for p in self.compiled.inputs]
+        self.outputs = [self._spec(p) for p in self.compiled.outputs]
+
+    @staticmethod
+    def _spec(port) -> TensorSpec:
+        ps = port.get_partial_shape()
+        shape = tuple(d.get_length() if d.is_static else None for d in ps)
+        return TensorSpec(port.get_any_name(), shape, np.dtype(port.get_element_type().to_dtype()))
+
+    def property(self, name: str):
+        """A compiled-model property, e.g. ``INFERENCE_NUM_THREADS``."""
+        return self.compiled.get_property(name)
+
+    def _env_extra(self) -> dict:
+        return {
+            "device": self.artifact.options["device"],
+            "inference_num_threads": int(self.property("INFERENCE_NUM_THREADS")),
+            "inference_precision": _type_name(self.property("INFERENCE_PRECISION_HINT")),
+        }
+
+    def _run(self, feeds):
+        self.request.infer(feeds)
+        # copy: the request's output buffers are reused by the next inference
+        return [self.request.get_output_tensor(i).data.copy() for i in range(len(self.outputs))]
+
+    def _close(self) -> None:
+        self.request = None
+        self.compiled = None
+
+
+class OpenVINORuntime(Runtime):
+    name = "openvino"
+    extra = "openvino"
+    precisions = ("fp32", "fp16", "bf16")
+
+    def version(self) -> str:
+        return _ov().__version__
+
+    def capabilities(self, device: str = "CPU") -> list[str]:
+        """The device's OPTIMIZATION_CAPABILITIES (FP32, FP16, BF16, INT8, ...)."""
+        return [str(c) for c in _ov().Core().get_property(device, "OPTIMIZATION_CAPABILITIES")]
+
+    def compile(self, onnx_path, workdir, precision="fp32", threads=None, **options: Any) -> Artifact:
+        """Convert ONNX to IR (fp32 weights) and compile it once to check and time it."""
+        ov = _ov()
+        unknown = set(options) - KNOWN_OPTIONS
+        if unknown:
+            raise InvalidConfigError(
+                f"openvino: unknown options {sorted(unknown)}; known: {sorted(KNOWN_OPTIONS)}"
+            )
+        if str(precision).lower() == "int8":
+            raise UnsupportedPrecisionError(
+                "openvino int8 needs a quantized model (e.g. NNCF post-training quantization); not built here"
+            )
+        precision = self.check_precision(precision)
+        device = options.get("device", "CPU")
+        core = ov.Core()
+        if device not in core.available_devices:
+            raise CompileError(
+                f"OpenVINO device '{device}' not available; available: {core.available_devices}"
+            )
+        caps = self.capabilities(device)
+        if HINTS[precision][1] not in caps:
+            raise UnsupportedPrecisionError(
+                f"OpenVINO {device} does not support {precision} here; capabilities: {caps}"
+            )
+        opts = {
+            "threads": self.check_threads(threads),
+            "device": device,
+            "performance_hint": options.get("performance_hint", "LATENCY"),
+        }
+        sha = self.onnx_sha256(onnx_path)
+        out = Path(workdir)
+        out.mkdir(parents=True, exist_ok=True)
+        xml = out / "model.xml"
+        t0 = time.perf_counter()
+        try:
+            model = ov.convert_model(str(onnx_path))
+            ov.save_model(model, str(xml), compress_to_fp16=False)
+        except Exception as exc:
+            raise CompileError(f"OpenVINO could not convert {onnx_path}: {exc}") from exc
+        convert_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        try:
+            core.compile_model(str(xml), device, compile_config(precision, threads, opts["performance_hint"]))
+        except Exception as exc:
+            raise CompileError(f"OpenVINO could not compile {xml} for {device}: {exc}") from exc
+        compile_s = time.perf_counter() - t0
+        art = Artifact(
+            runtime=self.name,
+            path=str(xml),
+            files=[str(xml), str(xml.with_suffix(".bin"))],
+            precision=precision,
+            options=opts,
+            onnx_sha256=sha,
+            meta={
+                "runtime_version": ov.__version__,
+                "convert_s": convert_s,
+                "device_compile_s": compile_s,
+                "compile_s": convert_s + compile_s,
+                "capabilities": caps,
+            },
+        )
+        art.save()
+        return art
+
+    def _open(self, artifact: Artifact) -> Session:
+        return OpenVINOSession(artifact)
+
+
+RUNTIME = OpenVINORuntime()
