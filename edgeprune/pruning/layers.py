@@ -1,0 +1,254 @@
+"""Channel semantics of layers (conv, linear, batch norm) and of channel slicing / splitting."""
+
+from __future__ import annotations
+
+import ast
+import functools
+import inspect
+import textwrap
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgeprune.pruning.state import SizeAttr
+from edgeprune.pruning.tracer import TInfo, Tracer, op_name
+
+
+def _get(args: tuple, kwargs: dict, i: int, name: str, default: Any = None) -> Any:
+    if len(args) > i:
+        return args[i]
+    return kwargs.get(name, default)
+
+
+def _module_of(param: str) -> str:
+    return param.rsplit(".", 1)[0] if "." in param else ""
+
+
+def _input_labels(tr: Tracer, func, x: torch.Tensor, cdim: int) -> np.ndarray | None:
+    """Labels of ``x`` when its channels sit at ``cdim``; records an issue when they do not."""
+    inf = tr.info(x)
+    if inf is None or inf.labels is None:
+        return None
+    if inf.cdim != cdim % x.ndim:
+        tr.issue(op_name(func), [inf], "channels are not on the dim this layer reads")
+        return None
+    return inf.labels
+
+
+def _computed_weight(tr: Tracer, func, x: torch.Tensor, out: torch.Tensor, n_out: int, cdim: int) -> None:
+    inf = tr.info(x)
+    if inf is not None:
+        tr.issue(op_name(func), [inf], "weight is computed in forward, not a parameter")
+    labels = tr.state.new_producer(f"computed@{tr.where}", n_out, frozen="weight computed in forward")
+    tr.set_info(out, TInfo(cdim, labels))
+
+
+def conv(tr: Tracer, func, args, kwargs, out, infos) -> None:
+    """conv1d/2d/3d: input channels are consumed, output channels created (depthwise: coupled)."""
+    x, w, b = args[0], _get(args, kwargs, 1, "weight"), _get(args, kwargs, 2, "bias")
+    groups = _get(args, kwargs, 6, "groups", 1)
+    wname = tr.state_name(w)
+    if wname is None:
+        return _computed_weight(tr, func, x, out, w.shape[0], 1)
+    mod_name = _module_of(wname)
+    labels = _input_labels(tr, func, x, 1)
+    n_out, n_in = w.shape[0], w.shape[1] * groups
+    module = tr.modules.get(mod_name)
+    depthwise = (groups > 1 and groups == n_in == n_out and isinstance(module, nn.modules.conv._ConvNd)
+                 and module.groups == groups)
+    if depthwise and labels is not None:
+        tr.state.bind(wname, 0, "dw", labels)
+        out_labels = labels
+    else:
+        out_labels = tr.state.produce(wname, 0, "out", n_out, mod_name)
+        if labels is not None:
+            if groups == 1:
+                tr.state.bind(wname, 1, "in", labels)
+            else:
+                tr.state.freeze(labels, f"input of grouped convolution '{mod_name}'")
+        if groups > 1:
+            tr.state.freeze(out_labels, f"grouped convolution '{mod_name}'")
+    _bind_bias(tr, b, out_labels)
+    tr.set_info(out, TInfo(1, out_labels))
+
+
+def conv_transpose(tr: Tracer, func, args, kwargs, out, infos) -> None:
+    """conv_transpose: weight is [in, out/groups, k...]."""
+    x, w, b = args[0], _get(args, kwargs, 1, "weight"), _get(args, kwargs, 2, "bias")
+    groups = _get(args, kwargs, 6, "groups", 1)
+    wname = tr.state_name(w)
+    if wname is None:
+        return _computed_weight(tr, func, x, out, out.shape[1], 1)
+    mod_name = _module_of(wname)
+    labels = _input_labels(tr, func, x, 1)
+    out_labels = tr.state.produce(wname, 1, "out", w.shape[1] * groups, mod_name)
+    if groups == 1:
+        if labels is not None:
+            tr.state.bind(wname, 0, "in", labels)
+    else:
+        tr.state.freeze(out_labels, f"grouped transposed convolution '{mod_name}'")
+        if labels is not None:
+            tr.state.freeze(labels, f"input of grouped transposed convolution '{mod_name}'")
+    _bind_bias(tr, b, out_labels)
+    tr.set_info(out, TInfo(1, out_labels))
+
+
+def linear(tr: Tracer, func, args, kwargs, out, infos) -> None:
+    """linear: reads the last dim (after a flatten each channel spans H*W columns)."""
+    x, w, b = args[0], _get(args, kwargs, 1, "weight"), _get(args, kwargs, 2, "bias")
+    wname = tr.state_name(w)
+    if wname is None:
+        return _computed_weight(tr, func, x, out, w.shape[0], out.ndim - 1)
+    labels = _input_labels(tr, func, x, -1)
+    if labels is not None:
+        tr.state.bind(wname, 1, "in", labels)
+    out_labels = tr.state.produce(wname, 0, "out", w.shape[0], _module_of(wname))
+    _bind_bias(tr, b, out_labels)
+    tr.set_info(out, TInfo(out.ndim - 1, out_labels))
+
+
+def batch_norm(tr: Tracer, func, args, kwargs, out, infos) -> None:
+    """batch_norm: per-channel stats and affine parameters follow the input channels."""
+    x = args[0]
+    labels = _input_labels(tr, func, x, 1)
+    if labels is None:
+        inf = tr.info(x)
+        tr.set_info(out, TInfo(taint=inf.taint) if inf is not None else None)
+        return
+    for i, (name, role) in enumerate((("running_mean", "bn_stat"), ("running_var", "bn_stat"),
+                                      ("weight", "bn_weight"), ("bias", "bn_bias"))):
+        t = _get(args, kwargs, i + 1, name)
+        if isinstance(t, torch.Tensor):
+            sname = tr.state_name(t)
+            if sname is None or not tr.state.bind(sname, 0, role, labels):
+                tr.state.freeze(labels, f"batch norm with computed '{name}' ({tr.where})")
+    tr.set_info(out, TInfo(1, labels))
+
+
+def prelu(tr: Tracer, func, args, kwargs, out, infos) -> None:
+    """prelu: a per-channel slope parameter (or one shared slope)."""
+    x, w = args[0], _get(args, kwargs, 1, "weight")
+    labels = _input_labels(tr, func, x, 1)
+    if labels is None:
+        inf = tr.info(x)
+        tr.set_info(out, TInfo(taint=inf.taint) if inf is not None else None)
+        return
+    if w.numel() == labels.size and labels.size > 1:
+        sname = tr.state_name(w)
+        if sname is None or not tr.state.bind(sname, 0, "param", labels):
+            tr.state.freeze(labels, f"prelu with a computed weight ({tr.where})")
+    tr.set_info(out, TInfo(1, labels))
+
+
+def _bind_bias(tr: Tracer, b: Any, labels: np.ndarray) -> None:
+    if isinstance(b, torch.Tensor):
+        name = tr.state_name(b)
+        if name is None or not tr.state.bind(name, 0, "out_bias", labels):
+            tr.state.freeze(labels, f"computed bias ({tr.where})")
+
+
+# -- slicing and splitting along the channel dim ---------------------------------------------------
+@functools.cache
+def _attrs_read_outside_init(cls: type) -> frozenset[str]:
+    """Names ``X`` of every ``self.X`` read in the methods of ``cls`` (and bases) except __init__."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        if klass in (nn.Module, object):
+            continue
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError, SyntaxError):
+            continue
+        for fn in ast.walk(tree):
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and fn.name != "__init__":
+                for node in ast.walk(fn):
+                    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
+                            and node.value.id == "self":
+                        names.add(node.attr)
+    return frozenset(names)
+
+
+def find_size_attr(tr: Tracer, value: Any) -> tuple[str, str] | str:
+    """The unique attribute of the running module holding ``value`` and read by its methods
+    (not only set in ``__init__``, so a coincidentally equal number is not taken); else a reason."""
+    mod_name = tr.where
+    module = tr.modules.get(mod_name, tr.model)
+    used = _attrs_read_outside_init(type(module))
+    found = []
+    for k, v in vars(module).items():
+        if k.startswith("_") or k == "training" or isinstance(v, bool) or k not in used:
+            continue
+        if isinstance(value, int) and isinstance(v, int) and v == value:
+            found.append(k)
+        elif isinstance(value, (list, tuple)) and isinstance(v, (list, tuple)) and list(v) == list(value):
+            found.append(k)
+    if len(found) == 1:
+        return mod_name, found[0]
+    if not found:
+        return f"size {value!r} is a Python literal (no attribute of '{mod_name or 'model'}' holds it)"
+    return f"size {value!r} is ambiguous: attributes {found} of '{mod_name or 'model'}' all hold it"
+
+
+def channel_slice(tr: Tracer, func, inf: TInfo, sl: slice, out: torch.Tensor, cdim: int) -> None:
+    """x[:, a:b]: the piece keeps its labels; explicit bounds must live in a module attribute."""
+    c = inf.labels.size
+    start, stop, step = sl.indices(c)
+    if step != 1:
+        tr.issue(op_name(func), [inf], "strided slice of the channel dim")
+    for bound in (sl.start, sl.stop):
+        if bound is not None and not isinstance(bound, int):
+            tr.issue(op_name(func), [inf], "slice bound is not a Python int")
+            continue
+        if bound is None or bound == 0 or (bound >= c and bound is sl.stop):
+            continue
+        found = find_size_attr(tr, bound) if bound > 0 else "negative slice bound"
+        if isinstance(found, str):
+            tr.issue(op_name(func), [inf], found)
+        else:
+            tr.state.size_attrs.append(SizeAttr(found[0], found[1], "int", bound, [inf.labels[:bound]]))
+    tr.set_info(out, TInfo(cdim, inf.labels[start:stop:step] if step > 0 else inf.labels[:0]))
+
+
+def channel_split(tr: Tracer, func, inf: TInfo, pieces: list[torch.Tensor], arg: Any) -> None:
+    """split/chunk along channels. Equal pieces whose size is one number get coupled, so every piece
+    loses the same count; the number is updated in its module attribute (chunk needs none)."""
+    sizes = [p.shape[inf.cdim] for p in pieces]
+    bounds = np.cumsum([0] + sizes)
+    parts = [inf.labels[bounds[i]:bounds[i + 1]] for i in range(len(pieces))]
+    for p, lab in zip(pieces, parts):
+        tr.set_info(p, TInfo(inf.cdim, lab))
+    if len(pieces) <= 1:
+        return
+    name = op_name(func)
+    if isinstance(arg, torch.Tensor):
+        tr.issue(name, [inf], "split sizes given as a tensor")
+        return
+    if arg is None or isinstance(arg, int):  # chunk(n) or split(size)
+        if len(set(sizes)) != 1:
+            tr.issue(name, [inf], f"unequal pieces {sizes}")
+            return
+        for lab in parts[1:]:
+            tr.state.union(parts[0], lab)
+        if arg is not None:
+            _size_attr(tr, name, inf, arg, "int", [parts[0]])
+        return
+    seq = [int(s) for s in arg]
+    found = find_size_attr(tr, arg)
+    if not isinstance(found, str):
+        tr.state.size_attrs.append(SizeAttr(found[0], found[1], "seq", arg, parts))
+        return
+    for value in sorted(set(seq)):
+        same = [lab for s, lab in zip(seq, parts) if s == value]
+        for lab in same[1:]:
+            tr.state.union(same[0], lab)
+        _size_attr(tr, name, inf, value, "int", [same[0]])
+
+
+def _size_attr(tr: Tracer, name: str, inf: TInfo, value: Any, kind: str, pieces: list[np.ndarray]) -> None:
+    found = find_size_attr(tr, value)
+    if isinstance(found, str):
+        tr.issue(name, [inf], found)
+    else:
+        tr.state.size_attrs.append(SizeAttr(found[0], found[1], kind, value, pieces))
