@@ -17,7 +17,7 @@ HOST_PACKAGES = [
     "edgeprune.evaluation",
     "edgeprune.training",
     "edgeprune.iterative",
-    "edgeprune.sweep",
+    "edgeprune.deploy",
 ]
 # Torch-free packages, mapped from top-level folders (auto-discovery does not follow package_dir).
 MAPPED_PACKAGES = {

@@ -33,10 +33,10 @@ _LAZY_ATTRS: dict[str, str] = {
     "sensitivity": "edgeprune.iterative",
     "iterative_prune": "edgeprune.iterative",
     # sweep
-    "sweep": "edgeprune.sweep",
+    "sweep": "edgeprune.deploy",
 }
 _LAZY_MODULES = {
-    "models", "data", "evaluation", "training", "pruning", "iterative", "sweep",
+    "models", "data", "evaluation", "training", "pruning", "iterative", "deploy",
     "runtimes", "devices", "errors", "export", "complexity",
 }
 

@@ -4,7 +4,7 @@ A bundle is a folder with ``model.onnx``, optionally the compiled artifact for i
 ``artifact/`` (with its ``artifact.json``), and ``manifest.json`` describing everything an app needs:
 input name/size/layout, letterbox pad value, normalisation, colour order, class names, output
 layout, score/NMS thresholds, precision, runtime and version, device, measured latency, accuracy,
-and the SHA-256 of every file. ``edgeprune.sweep.bundle.write_bundle`` writes it.
+and the SHA-256 of every file. ``edgeprune.deploy.bundle.write_bundle`` writes it.
 
     det = load_bundle("bundle/")
     d = det.detect(cv2.imread("part.jpg"))     # boxes in original image pixels (xyxy)
@@ -66,6 +66,8 @@ def read_manifest(path: str | os.PathLike) -> dict:
     missing = [k for k in REQUIRED if k not in m]
     if missing:
         raise BundleError(f"{mpath} lacks the field(s) {missing}")
+    if not isinstance(m["model"], str) or m["model"] not in m["files"]:
+        raise BundleError(f"{mpath}: 'model' must name the bundle's ONNX file listed under 'files'")
     return m
 
 
@@ -261,7 +263,7 @@ def load_bundle(
             art = None
     tmp = None
     if art is None:
-        onnx_rel = manifest["model"]["onnx"]
+        onnx_rel = manifest["model"]
         wd = (
             Path(workdir)
             if workdir is not None

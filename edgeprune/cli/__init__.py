@@ -11,7 +11,7 @@ import sys
 from edgeprune._version import __version__
 from edgeprune.errors import EdgepruneError
 
-COMMANDS = ["doctor", "synth-data", "profile", "agent-pack", "sweep"]
+COMMANDS = ["demo", "doctor", "synth-data", "profile", "agent-pack", "prune", "sweep"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,53 @@
+"""``edgeprune sweep CONFIG.yaml [--fresh]``: every candidate on every target, knee and bundle per target.
+
+Rerunning resumes: finished targets, exports and compiles are reused. See ``edgeprune.deploy.config``
+for the config format.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sweep", help="profile pruning candidates per target, pick the knee, write bundles",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config", help="YAML config (see edgeprune.deploy.config)")
+    p.add_argument("--fresh", action="store_true",
+                   help="measure every target again (exports and compiles stay cached)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the config, run the sweep, print each target's table with the knee marked."""
+    from edgeprune.deploy import config as sweep_config
+    from edgeprune.deploy.report import markdown_table, measured_with
+    from edgeprune.deploy.sweep import sweep
+
+    cfg = sweep_config.load_config(args.config)
+    run_dir, factory, size = sweep_config.resolve_run(cfg)
+    raw = cfg.raw
+    if size is None:
+        size = getattr(factory(), "img_size", None)
+    evaluator = None
+    if raw.get("evaluate_pick"):
+        ev = raw["evaluate_pick"]
+        evaluator = sweep_config.DatasetPickEvaluator(cfg.path(ev["data"]), size, ev.get("max_images"))
+    res = sweep(
+        run_dir, raw["targets"], cfg.path(raw["out_dir"]), model_factory=factory, img_size=size,
+        evaluator=evaluator, tau=float(raw.get("tau", 0.03)), accuracy_floor=raw.get("accuracy_floor"),
+        accuracy_floor_rel=raw.get("accuracy_floor_rel"), profile_config=raw.get("profile"),
+        fresh=args.fresh, postprocess=raw.get("postprocess"),
+    )
+    for name, tr in res.targets.items():
+        print(f"\n== {name}: {measured_with(tr)}\n")
+        print(markdown_table(res, tr))
+        print(f"\nknee: {tr.knee.reason}")
+        for inv in tr.knee.inversions:
+            print(f"inversion: {inv.text()}; fix: {tr.advice.get(inv.slower_id, '')}")
+        if tr.bundle:
+            print(f"bundle: {tr.bundle}")
+    for name, err in res.failed.items():
+        print(f"\n== {name}: FAILED: {err}")
+    print(f"\nreport: {res.report.get('markdown')}")
+    return 1 if res.failed else 0
