@@ -1,1 +1,0 @@
-"""Per-target sweep, knee selection, report and bundles."""
