@@ -166,7 +166,6 @@ def test_failed_target_does_not_stop_the_others(tmp_path):
 
 def test_ep_sweep_is_callable():
     import edgeprune as ep
-
     import edgeprune.deploy  # importing the package must not shadow the function
 
     assert ep.sweep is edgeprune.deploy.sweep and callable(ep.sweep)

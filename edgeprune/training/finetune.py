@@ -1,0 +1,129 @@
+"""Fine-tuning callables: ``finetune(model, steps) -> model``, used after pruning.
+
+Any callable with that signature works. Built-ins:
+
+* ``LabeledFinetune(data_dir, img_size, ...)``: the YOLOv7 loss on a labeled YOLO dataset.
+* ``DistillFinetune(teacher, images_dir, img_size, ...)``: match the unpruned teacher on unlabeled
+  images (see ``edgeprune.training.distill``).
+
+Extra keyword arguments are ``TrainConfig`` fields (``optimizer``, ``weight_decay``, ``ema``,
+``device``, ``ckpt_dir``, ...). Defaults differ from ``TrainConfig`` where short fine-tunes need it:
+no EMA, 10 % warm-up, and BatchNorm statistics re-estimated on 16 batches at the end (the running
+statistics otherwise lag behind the weights). The returned model is in eval mode.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from edgeprune.errors import InvalidConfigError
+from edgeprune.training.distill import DistillObjective
+from edgeprune.training.loss import LossHyp, YoloLoss
+from edgeprune.training.trainer import TrainConfig, Trainer
+
+_CONFIG_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+def make_config(steps: int | None = None, **kwargs: Any) -> TrainConfig:
+    """A ``TrainConfig`` from keyword arguments; unknown names raise ``InvalidConfigError``."""
+    unknown = sorted(set(kwargs) - _CONFIG_FIELDS)
+    if unknown:
+        raise InvalidConfigError(f"unknown training setting(s) {unknown}; valid: {sorted(_CONFIG_FIELDS)}")
+    if "warmup_steps" not in kwargs and steps is not None:
+        kwargs["warmup_steps"] = max(1, steps // 10)  # short fine-tunes: 10 % warm-up
+    return TrainConfig(**kwargs)
+
+
+class LabeledObjective:
+    """``objective(model, (images, targets, ...)) -> (loss, parts)`` with the YOLOv7 loss."""
+
+    def __init__(self, model: nn.Module, img_size: int, hyp: LossHyp | None = None) -> None:
+        self.loss = YoloLoss(model, img_size=img_size, hyp=hyp)
+
+    def __call__(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        """Forward the images in train mode and score them against the targets."""
+        images, targets = batch[0], batch[1]
+        return self.loss(model(images), targets)
+
+
+class LabeledFinetune:
+    """Fine-tune on a labeled YOLO dataset (``data_dir`` with images/ and labels/)."""
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        img_size: int,
+        batch_size: int = 16,
+        lr: float = 5e-4,
+        augment: bool = True,
+        hyp: LossHyp | None = None,
+        **cfg: Any,
+    ) -> None:
+        self.data_dir, self.img_size, self.augment, self.hyp = Path(data_dir), int(img_size), augment, hyp
+        self.cfg = {"batch_size": batch_size, "lr": lr, "ema": False, "bn_recalibrate": 16, **cfg}
+        make_config(**self.cfg).validate()  # fail early on bad settings
+        self.last_trainer: Trainer | None = None
+
+    def __call__(self, model: nn.Module, steps: int) -> nn.Module:
+        """Train ``model`` for ``steps`` optimizer steps; returns it in eval mode."""
+        from edgeprune.data import YoloDataset, collate
+
+        config = make_config(steps, **self.cfg)
+        dataset = YoloDataset(self.data_dir, self.img_size, augment=self.augment, seed=config.seed)
+        objective = LabeledObjective(model, self.img_size, self.hyp)
+        trainer = Trainer(model, objective, dataset, config, collate_fn=collate)
+        self.last_trainer = trainer
+        return trainer.train(steps).eval()
+
+    def settings(self) -> dict:
+        """JSON-able description (for cache keys and reports)."""
+        return {"kind": "labeled", "data_dir": str(self.data_dir), "img_size": self.img_size,
+                "augment": self.augment, **{k: v for k, v in self.cfg.items() if k != "device"}}
+
+
+class DistillFinetune:
+    """Fine-tune a (pruned) student to match ``teacher`` on unlabeled images in ``images_dir``."""
+
+    def __init__(
+        self,
+        teacher: nn.Module,
+        images_dir: str | Path,
+        img_size: int,
+        batch_size: int = 16,
+        lr: float = 5e-4,
+        box: float = 1.0,
+        obj: float = 1.0,
+        cls: float = 1.0,
+        augment: bool = True,
+        **cfg: Any,
+    ) -> None:
+        self.teacher = teacher
+        self.images_dir, self.img_size, self.augment = Path(images_dir), int(img_size), augment
+        self.weights = {"box": box, "obj": obj, "cls": cls}
+        self.cfg = {"batch_size": batch_size, "lr": lr, "ema": False, "bn_recalibrate": 16, **cfg}
+        make_config(**self.cfg).validate()
+        self.last_trainer: Trainer | None = None
+
+    def __call__(self, model: nn.Module, steps: int) -> nn.Module:
+        """Distill into ``model`` for ``steps`` optimizer steps; returns it in eval mode."""
+        config = make_config(steps, **self.cfg)
+        teacher = self.teacher.to(config.device)
+        from edgeprune.data import ImageFolder, collate
+
+        # teacher and student see the same augmented image, so flips and colour jitter are free extra data
+        dataset = ImageFolder(self.images_dir, self.img_size, augment=self.augment, seed=config.seed)
+        objective = DistillObjective(teacher, **self.weights)
+        trainer = Trainer(model, objective, dataset, config, collate_fn=collate)
+        self.last_trainer = trainer
+        return trainer.train(steps).eval()
+
+    def settings(self) -> dict:
+        """JSON-able description (for cache keys and reports)."""
+        return {"kind": "distill", "images_dir": str(self.images_dir), "img_size": self.img_size,
+                "augment": self.augment, **self.weights,
+                **{k: v for k, v in self.cfg.items() if k != "device"}}
