@@ -1,1 +1,31 @@
-"""Iterative sensitivity pruning (the paper loop), resumable."""
+"""Iterative sensitivity pruning (the paper's loop), automated and resumable.
+
+``sensitivity`` measures each prunable group pruned alone; ``select`` applies the paper's score
+rule; ``iterative_prune`` repeats sensitivity -> select -> prune -> fine-tune -> evaluate, saving
+every iteration as a candidate in a run folder it can resume from.
+"""
+
+from edgeprune.iterative.candidates import format_table, list_candidates, load_candidate
+from edgeprune.iterative.executors import Executor, LocalProcessExecutor, SerialExecutor, default_executor
+from edgeprune.iterative.loop import IterativeResult, iterative_prune
+from edgeprune.iterative.selection import SelectionConfig, score_rows, select
+from edgeprune.iterative.sensitivity import sensitivity
+from edgeprune.iterative.table import SensitivityRow, SensitivityTable
+
+__all__ = [
+    "Executor",
+    "IterativeResult",
+    "LocalProcessExecutor",
+    "SelectionConfig",
+    "SensitivityRow",
+    "SensitivityTable",
+    "SerialExecutor",
+    "default_executor",
+    "format_table",
+    "iterative_prune",
+    "list_candidates",
+    "load_candidate",
+    "score_rows",
+    "select",
+    "sensitivity",
+]

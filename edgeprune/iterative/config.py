@@ -1,0 +1,242 @@
+"""The YAML config of ``edgeprune prune``: validation (errors name the field) and object builders.
+
+```yaml
+model: {builtin: yolov7_tiny, num_classes: 5, weights: best.pt}   # or: model: demo
+                                                                   # or: {python: "pkg.mod:factory"}
+data: {train: data/train, val: data/val, img_size: 320}
+evaluator: {kind: detection, settings: {}}          # or kind: fidelity (vs the unpruned model)
+finetune: {kind: labeled, steps: 100, lr: 0.0005, batch: 16, settings: {}}   # or kind: distill
+targets: {iterations: 5, param_sparsity: null, flops_sparsity: null, metric_floor: null}
+selection: {k: 20, n_params: 6, n_flops: 5, rates: [0.25, 0.5, 0.75], criterion: l2, round_to: 8}
+run_dir: runs/prune
+workers: 2          # sensitivity worker processes (default: all cores), one torch thread each
+threads: 1          # torch threads of the main process (fine-tuning, evaluation); default: torch's
+seed: 0
+```
+Relative paths are resolved against the folder of the config file.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from edgeprune.errors import InvalidConfigError
+
+_SECTIONS = {
+    "model": {"builtin", "num_classes", "names", "python", "weights", "kwargs"},
+    "data": {"train", "val", "img_size"},
+    "evaluator": {"kind", "settings"},
+    "finetune": {"kind", "steps", "lr", "batch", "settings"},
+    "targets": {"iterations", "param_sparsity", "flops_sparsity", "metric_floor"},
+    "selection": {"k", "n_params", "n_flops", "rates", "criterion", "round_to"},
+}
+_SCALARS = {"run_dir", "workers", "threads", "seed"}
+_BUILTINS = ("yolov7", "yolov7_tiny", "demo")
+
+
+@dataclass
+class PruneConfig:
+    """A validated ``edgeprune prune`` config; paths already resolved."""
+
+    raw: dict
+    base: Path
+
+    def section(self, name: str) -> dict:
+        return self.raw.get(name) or {}
+
+    def path(self, value: str) -> Path:
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else (self.base / p)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.path(self.raw["run_dir"])
+
+
+def _fail(field: str, msg: str) -> InvalidConfigError:
+    return InvalidConfigError(f"config field '{field}': {msg}")
+
+
+def _typed(d: dict, section: str, key: str, types: tuple, check: Callable[[Any], bool] | None = None,
+           what: str = "") -> None:
+    if key not in d or d[key] is None:
+        return
+    v = d[key]
+    if isinstance(v, bool) and bool not in types or not isinstance(v, types) or (check and not check(v)):
+        what = what or " or ".join(t.__name__ for t in types)
+        raise _fail(f"{section}.{key}" if section else key, f"expected {what}, got {v!r}")
+
+
+def validate(raw: Any, base: Path) -> PruneConfig:
+    """Check a parsed YAML config; raise ``InvalidConfigError`` naming the first bad field."""
+    if not isinstance(raw, dict):
+        raise InvalidConfigError("config must be a YAML mapping with sections model, data, evaluator, ...")
+    unknown = sorted(set(raw) - set(_SECTIONS) - _SCALARS)
+    if unknown:
+        known = sorted(set(_SECTIONS) | _SCALARS)
+        raise InvalidConfigError(f"unknown config field(s) {unknown}; known: {known}")
+    for key in ("model", "data", "evaluator", "finetune", "targets", "run_dir"):
+        if raw.get(key) in (None, "", {}):
+            raise _fail(key, "is required")
+    if raw["model"] == "demo":
+        raw = {**raw, "model": {"builtin": "demo"}}
+    for name, allowed in _SECTIONS.items():
+        sec = raw.get(name)
+        if sec is None:
+            continue
+        if not isinstance(sec, dict):
+            raise _fail(name, f"must be a mapping, got {sec!r}")
+        bad = sorted(set(sec) - allowed)
+        if bad:
+            raise _fail(f"{name}.{bad[0]}", f"unknown key; allowed: {sorted(allowed)}")
+    m = raw["model"]
+    if ("builtin" in m) == ("python" in m):
+        raise _fail("model", "give exactly one of 'builtin' (yolov7, yolov7_tiny, demo) "
+                    "or 'python' (module:function)")
+    if "builtin" in m and m["builtin"] not in _BUILTINS:
+        raise _fail("model.builtin", f"unknown model {m['builtin']!r}; choose one of {list(_BUILTINS)}")
+    if "python" in m and (not isinstance(m["python"], str) or ":" not in m["python"]):
+        raise _fail("model.python", f"expected 'module:function', got {m['python']!r}")
+    _typed(m, "model", "num_classes", (int,), lambda v: v >= 1, "a positive integer")
+    _typed(m, "model", "weights", (str,))
+    d = raw["data"]
+    _typed(d, "data", "img_size", (int,), lambda v: v >= 32 and v % 32 == 0, "a multiple of 32")
+    if "img_size" not in d and m.get("builtin") != "demo":
+        raise _fail("data.img_size", "is required (except for the demo model, which knows its own)")
+    ev, ft = raw["evaluator"], raw["finetune"]
+    if ev.get("kind") not in ("detection", "fidelity"):
+        raise _fail("evaluator.kind", f"expected 'detection' or 'fidelity', got {ev.get('kind')!r}")
+    if ft.get("kind") not in ("labeled", "distill"):
+        raise _fail("finetune.kind", f"expected 'labeled' or 'distill', got {ft.get('kind')!r}")
+    for key in ("train", "val"):  # train feeds fine-tuning, val the evaluator
+        if not isinstance(d.get(key), str):
+            raise _fail(f"data.{key}", "is required (a folder path)")
+        folder = Path(d[key]).expanduser()
+        folder = folder if folder.is_absolute() else base / folder
+        if not folder.is_dir():
+            raise _fail(f"data.{key}", f"folder {folder} does not exist")
+    for sec, key in (("evaluator", "settings"), ("finetune", "settings")):
+        _typed(raw[sec], sec, key, (dict,), what="a mapping")
+    _typed(ft, "finetune", "steps", (int,), lambda v: v >= 0, "an integer >= 0")
+    _typed(ft, "finetune", "lr", (float, int), lambda v: v > 0, "a positive number")
+    _typed(ft, "finetune", "batch", (int,), lambda v: v >= 1, "a positive integer")
+    t = raw["targets"]
+    _typed(t, "targets", "iterations", (int,), lambda v: v >= 1, "a positive integer")
+    for key in ("param_sparsity", "flops_sparsity"):
+        _typed(t, "targets", key, (float, int), lambda v: 0 < v < 1, "a fraction between 0 and 1")
+    _typed(t, "targets", "metric_floor", (float, int))
+    if all(t.get(k) is None for k in _SECTIONS["targets"]):
+        raise _fail("targets", "give at least one of iterations, param_sparsity, flops_sparsity, "
+                    "metric_floor")
+    s = raw.get("selection") or {}
+    _typed(s, "selection", "k", (float, int), lambda v: v >= 0, "a number >= 0")
+    for key in ("n_params", "n_flops"):
+        _typed(s, "selection", key, (int,), lambda v: v >= 0, "an integer >= 0")
+    _typed(s, "selection", "round_to", (int,), lambda v: v >= 1, "a positive integer")
+    _typed(s, "selection", "rates", (list,), lambda v: bool(v) and all(
+        isinstance(r, (int, float)) and not isinstance(r, bool) and 0 < r < 1 for r in v),
+        "a non-empty list of fractions between 0 and 1")
+    from edgeprune.pruning.importance import CRITERIA  # imports torch; only reached once YAML parsed
+
+    _typed(s, "selection", "criterion", (str,), lambda v: v in CRITERIA, f"one of {list(CRITERIA)}")
+    _typed(raw, "", "workers", (int,), lambda v: v >= 1, "a positive integer")
+    _typed(raw, "", "threads", (int,), lambda v: v >= 1, "a positive integer")
+    _typed(raw, "", "seed", (int,))
+    _typed(raw, "", "run_dir", (str,))
+    return PruneConfig(raw, base)
+
+
+def load_config(path: str | Path) -> PruneConfig:
+    """Read and validate a YAML config file."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidConfigError(f"config file {path} not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise InvalidConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    return validate(raw, path.resolve().parent)
+
+
+def model_factory(cfg: PruneConfig) -> Callable[[], Any]:
+    """A zero-argument callable building the unpruned model (weights loaded) the config describes."""
+    m = cfg.section("model")
+    weights = cfg.path(m["weights"]) if m.get("weights") else None
+    if weights is not None and not weights.is_file():
+        raise _fail("model.weights", f"file {weights} not found")
+
+    def build() -> Any:
+        import torch
+
+        import edgeprune.models as models
+
+        if m.get("builtin") == "demo":
+            model = models.demo_model()
+        elif "builtin" in m:
+            kwargs = {"num_classes": m.get("num_classes", 80), **(m.get("kwargs") or {})}
+            if m.get("names"):
+                kwargs["names"] = list(m["names"])
+            model = getattr(models, m["builtin"])(**kwargs)
+        else:
+            mod_name, _, fn_name = m["python"].partition(":")
+            try:
+                fn = getattr(importlib.import_module(mod_name), fn_name)
+            except (ImportError, AttributeError) as exc:
+                raise _fail("model.python", f"cannot import {m['python']!r}: {exc}") from exc
+            model = fn(**(m.get("kwargs") or {}))
+        if weights is not None:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+            state = state.get("model", state) if isinstance(state, dict) else state
+            model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+        return model.eval()
+
+    return build
+
+
+def img_size(cfg: PruneConfig, model: Any) -> int:
+    """The input size: ``data.img_size``, else the model's own ``img_size`` (demo model)."""
+    size = cfg.section("data").get("img_size") or getattr(model, "img_size", None)
+    if not size:
+        raise _fail("data.img_size", "is required for this model")
+    return int(size)
+
+
+def build_evaluator(cfg: PruneConfig, teacher: Any, size: int) -> Any:
+    """``DetectionEvaluator`` on data.val, or ``FidelityEvaluator`` against the unpruned ``teacher``."""
+    from edgeprune import evaluation
+
+    ev, data = cfg.section("evaluator"), cfg.section("data")
+    settings = dict(ev.get("settings") or {})
+    val = cfg.path(data["val"])
+    try:
+        if ev["kind"] == "detection":
+            return evaluation.DetectionEvaluator(val, size, **settings)
+        images = val / "images" if (val / "images").is_dir() else val
+        return evaluation.FidelityEvaluator(teacher, images, size, **settings)
+    except TypeError as exc:
+        raise _fail("evaluator.settings", str(exc)) from exc
+
+
+def build_finetune(cfg: PruneConfig, teacher: Any, size: int) -> Any:
+    """``LabeledFinetune`` on data.train, or ``DistillFinetune`` from the unpruned ``teacher``."""
+    from edgeprune import training
+
+    ft, data = cfg.section("finetune"), cfg.section("data")
+    kwargs = dict(ft.get("settings") or {})
+    if ft.get("lr") is not None:
+        kwargs["lr"] = float(ft["lr"])
+    if ft.get("batch") is not None:
+        kwargs["batch_size"] = int(ft["batch"])
+    train = cfg.path(data["train"])
+    try:
+        if ft["kind"] == "labeled":
+            return training.LabeledFinetune(train, size, **kwargs)
+        images = train / "images" if (train / "images").is_dir() else train
+        return training.DistillFinetune(teacher, images, size, **kwargs)
+    except TypeError as exc:
+        raise _fail("finetune.settings", str(exc)) from exc

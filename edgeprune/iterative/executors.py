@@ -1,0 +1,118 @@
+"""Where sensitivity jobs run: in this process, or in a pool of local worker processes.
+
+The algorithm only calls ``executor.map(fn, tasks)``; a cluster executor (SSH, Slurm, Ray) can be
+added later by implementing that one method, without touching the sensitivity code.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from typing import Any, Callable, Protocol, TypeVar, runtime_checkable
+
+from edgeprune.errors import InvalidConfigError
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """Runs ``fn`` on every task; yields the results as they finish, in ANY order.
+
+    ``fn`` and the tasks must be picklable for executors that leave this process; each result
+    identifies its own task, so the caller never relies on order.
+    """
+
+    workers: int
+
+    def map(self, fn: Callable[[T], R], tasks: Iterable[T]) -> Iterator[R]: ...
+
+
+class SerialExecutor:
+    """Runs every task in this process, in order (tests, ``workers=1``, debugging)."""
+
+    workers = 1
+
+    def map(self, fn: Callable[[T], R], tasks: Iterable[T]) -> Iterator[R]:
+        """Yield ``fn(task)`` for each task, in order."""
+        for task in tasks:
+            yield fn(task)
+
+    def __repr__(self) -> str:
+        return "SerialExecutor()"
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    # A parent killed with SIGKILL cannot stop its pool; without this its workers keep computing.
+    while True:
+        time.sleep(1.0)
+        if os.getppid() != parent_pid:
+            os._exit(1)
+
+
+def _init_worker(parent_pid: int) -> None:
+    threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
+    # One intra-op thread per worker: N workers x N threads would oversubscribe the cores.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:  # an executor can run torch-free jobs too
+        pass
+
+
+class LocalProcessExecutor:
+    """Runs tasks in ``workers`` local processes (``concurrent.futures``), one torch thread each.
+
+    ``start_method`` defaults to ``"spawn"``: forking a process that already ran torch can deadlock on
+    its thread pools. With spawn, ``fn`` must be importable by module path (not a lambda or a local
+    function) and everything it carries must be picklable.
+    """
+
+    def __init__(self, workers: int | None = None, start_method: str = "spawn") -> None:
+        workers = (os.cpu_count() or 1) if workers is None else workers
+        if not isinstance(workers, int) or workers < 1:
+            raise InvalidConfigError(f"workers must be a positive integer, got {workers!r}")
+        if start_method not in multiprocessing.get_all_start_methods():
+            raise InvalidConfigError(
+                f"start_method {start_method!r} is not available here; "
+                f"choose one of {multiprocessing.get_all_start_methods()}"
+            )
+        self.workers = workers
+        self.start_method = start_method
+
+    def map(self, fn: Callable[[T], R], tasks: Iterable[T]) -> Iterator[R]:
+        """Yield ``fn(task)`` for each task as soon as it finishes (completion order)."""
+        tasks = list(tasks)
+        if not tasks:
+            return
+        ctx = multiprocessing.get_context(self.start_method)
+        with ProcessPoolExecutor(
+            max_workers=min(self.workers, len(tasks)), mp_context=ctx, initializer=_init_worker,
+            initargs=(os.getpid(),),
+        ) as pool:
+            futures = [pool.submit(fn, task) for task in tasks]
+            try:
+                for fut in as_completed(futures):
+                    yield fut.result()
+            finally:
+                # On an error or an abandoned generator, do not wait for the queued tasks.
+                for fut in futures:
+                    fut.cancel()
+
+    def __repr__(self) -> str:
+        return f"LocalProcessExecutor(workers={self.workers}, start_method={self.start_method!r})"
+
+
+def default_executor(workers: int | None = None) -> Any:
+    """``SerialExecutor`` for one worker, else ``LocalProcessExecutor`` (default: all cores)."""
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    if workers == 1:
+        return SerialExecutor()
+    return LocalProcessExecutor(workers)
