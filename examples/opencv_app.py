@@ -49,7 +49,7 @@ def open_source(args: argparse.Namespace) -> tuple[cv2.VideoCapture, str]:
         from edgeprune.data.synthetic import generate_video  # numpy + OpenCV only
 
         video = str(Path(tempfile.mkdtemp(prefix="edgeprune-video-")) / "inspection.avi")
-        generate_video(video, n_frames=args.max_frames or 90, seed=args.seed, size=(320, 480))
+        generate_video(video, n_frames=args.max_frames or 90, seed=args.seed, size=(320, 320))
         print(f"no --video given: generated a synthetic inspection video {video}")
     if not Path(video).is_file():
         sys.exit(f"error: video '{video}' does not exist")

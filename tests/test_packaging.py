@@ -1,5 +1,6 @@
 """The package foundation: torch-free subpackages, the wheel layout, the CLI."""
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -35,17 +36,33 @@ def test_runtimes_import_when_torch_is_impossible(tmp_path):
 
 @pytest.mark.slow
 def test_wheel_contains_mapped_packages(tmp_path):
+    # build from a clean copy: a stale build/ folder in the checkout could leak old files into the wheel
+    src = tmp_path / "src"
+    skip = shutil.ignore_patterns(
+        ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", ".ruff_cache",
+        "demo_out",
+    )
+    shutil.copytree(ROOT, src, ignore=skip)
+    out = tmp_path / "dist"
     subprocess.run(
-        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path), str(ROOT)],
+        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out), str(src)],
         check=True, capture_output=True,
     )
-    wheels = list(tmp_path.glob("edgeprune-*.whl"))
+    wheels = list(out.glob("edgeprune-*.whl"))
     assert len(wheels) == 1
-    names = zipfile.ZipFile(wheels[0]).namelist()
-    assert "edgeprune/runtimes/__init__.py" in names
-    assert "edgeprune/runtimes/registry.py" in names
-    assert "edgeprune/devices/__init__.py" in names
-    assert "edgeprune/errors.py" in names
+    names = set(zipfile.ZipFile(wheels[0]).namelist())
+    for required in (
+        "edgeprune/runtimes/__init__.py",
+        "edgeprune/runtimes/registry.py",
+        "edgeprune/runtimes/bundle.py",
+        "edgeprune/devices/__init__.py",
+        "edgeprune/devices/agent.py",
+        "edgeprune/devices/profiles/local.yaml",
+        "edgeprune/errors.py",
+        "edgeprune/deploy/sweep.py",
+        "edgeprune/models/weights/yolov7_tiny_synth.pt",
+    ):
+        assert required in names, required
     assert not any(n.startswith("runtimes/") or n.startswith("devices/") for n in names)
 
 

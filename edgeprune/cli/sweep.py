@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Load the config, run the sweep, print each target's table with the knee marked."""
     from edgeprune.deploy import config as sweep_config
-    from edgeprune.deploy.report import markdown_table, measured_with
+    from edgeprune.deploy.report import summary_text
     from edgeprune.deploy.sweep import sweep
 
     cfg = sweep_config.load_config(args.config)
@@ -39,15 +39,6 @@ def run(args: argparse.Namespace) -> int:
         accuracy_floor_rel=raw.get("accuracy_floor_rel"), profile_config=raw.get("profile"),
         fresh=args.fresh, postprocess=raw.get("postprocess"),
     )
-    for name, tr in res.targets.items():
-        print(f"\n== {name}: {measured_with(tr)}\n")
-        print(markdown_table(res, tr))
-        print(f"\nknee: {tr.knee.reason}")
-        for inv in tr.knee.inversions:
-            print(f"inversion: {inv.text()}; fix: {tr.advice.get(inv.slower_id, '')}")
-        if tr.bundle:
-            print(f"bundle: {tr.bundle}")
-    for name, err in res.failed.items():
-        print(f"\n== {name}: FAILED: {err}")
+    print(summary_text(res))
     print(f"\nreport: {res.report.get('markdown')}")
     return 1 if res.failed else 0

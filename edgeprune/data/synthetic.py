@@ -143,27 +143,25 @@ def generate_video(
     fps: float = 15.0,
     speed: int = 6,
 ) -> Path:
-    """Write a conveyor-like inspection video: parts with defects scroll past; returns ``path``.
+    """Write a web-inspection video: a continuous strip of material with defects scrolls under the
+    camera (sheet metal, fabric, PCB panels, as in the training images); returns ``path``.
 
     ``.avi`` is written with MJPG, anything else (``.mp4``) with mp4v.
     """
     h, w = int(size[0]), int(size[1])
     if n_frames < 1 or h < 64 or w < 64:
         raise InvalidDataError(f"need n_frames >= 1 and size >= 64x64, got {n_frames}, {size}")
-    rng = np.random.default_rng([int(seed), 1 << 20])
-    part = int(h * 0.8)
-    gap = int(rng.integers(part // 6, part // 2))
-    length = w + n_frames * speed + part
-    belt = np.full((h, length, 3), 45, np.uint8)
-    belt[:, np.arange(length) % 40 < 2] = 60  # belt seams, so motion is visible between parts
-    x = gap
-    k = 0
-    while x + part < length:
-        img, _ = generate_image(np.random.default_rng([int(seed), 1 << 21, k]), (part, part))
-        y = (h - part) // 2
-        belt[y : y + part, x : x + part] = img
-        x += part + gap
+    # panels as tall as the frame, edge to edge, so every frame looks like the images the model saw
+    length = w + n_frames * speed + h
+    strip = np.zeros((h, length, 3), np.uint8)
+    x = k = 0
+    while x < length:
+        img, _ = generate_image(np.random.default_rng([int(seed), 1 << 21, k]), (h, h))
+        n = min(h, length - x)
+        strip[:, x : x + n] = img[:, :n]
+        x += h
         k += 1
+    belt = strip
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fourcc = cv2.VideoWriter_fourcc(*("MJPG" if path.suffix.lower() == ".avi" else "mp4v"))

@@ -34,8 +34,10 @@ def measured_with(tr) -> str:
     threads = t.threads if t.threads else f"default ({env.get('usable_cores', '?')} usable cores)"
     where = f"device '{t.device}'" if t.remote else env.get("cpu_model", "this machine")
     n = [s.n for s in tr.stats.values()]
+    opts = ", ".join(f"{k}={v}" for k, v in sorted(t.options.items()))
     return (
-        f"{t.runtime} {version}, {t.precision}, threads {threads}, on {where}; time = "
+        f"{t.runtime} {version}, {t.precision}, threads {threads}" + (f" ({opts})" if opts else "")
+        + f", on {where}; time = "
         f"{'inference only' if includes == 'inference' else includes}, batch 1; "
         f"{tr.record.get('measured', '')}; {min(n) if n else 0}-{max(n) if n else 0} runs per candidate"
         + (f"; load avg {env.get('load_avg_1m')}" if env.get("load_avg_1m") is not None else "")
@@ -112,6 +114,19 @@ def markdown_table(res, tr) -> str:
             cells = [f"**{x}**" if x and not x.startswith("**") else x for x in cells]
         out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out)
+
+
+def summary_text(res) -> str:
+    """What the CLI prints after a sweep: per target, how it was measured, the table, knee, inversions."""
+    lines = []
+    for name, tr in res.targets.items():
+        lines += [f"\n== {name}: {measured_with(tr)}\n", markdown_table(res, tr), f"\nknee: {tr.knee.reason}"]
+        for inv in tr.knee.inversions:
+            lines.append(f"inversion: {inv.text()}; fix: {tr.advice.get(inv.slower_id, '')}")
+        if tr.bundle:
+            lines.append(f"bundle: {tr.bundle}")
+    lines += [f"\n== {name}: FAILED: {err}" for name, err in res.failed.items()]
+    return "\n".join(lines)
 
 
 def _save(fig, path: Path) -> str:

@@ -284,3 +284,11 @@ def test_cli_config_errors_name_the_field(tmp_path):
         from edgeprune.deploy.config import load_config
 
         load_config(cfg)
+
+
+def test_onnxruntime_targets_measure_without_spinning_unless_configured():
+    # idle ORT sessions spin-wait and steal the cores from the one being timed (see MEASUREMENT_DEFAULTS)
+    assert targets_from_config([{"runtime": "onnxruntime"}])[0].options == {"allow_spinning": False}
+    t = targets_from_config([{"runtime": "onnxruntime", "options": {"allow_spinning": True}}])[0]
+    assert t.options == {"allow_spinning": True}
+    assert targets_from_config([{"runtime": "openvino"}])[0].options == {}

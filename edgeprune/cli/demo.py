@@ -1,0 +1,45 @@
+"""``edgeprune demo``: prune the shipped demo detector, profile it per runtime, pick and bundle."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="the whole pipeline on the shipped demo model (resumes; --fresh starts clean)",
+        description="Prune the shipped YOLOv7-tiny demo detector iteratively with fine-tuning, profile "
+        "every candidate on each installed runtime side by side, pick the latency knee per target, "
+        "write a report and one bundle per target. Reruns resume where they stopped.",
+    )
+    p.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default demo_out)")
+    p.add_argument("--fresh", action="store_true", help="delete the output folder first and start clean")
+    p.add_argument("--runtime", action="append", dest="runtimes", metavar="NAME",
+                   help="runtime to sweep (repeatable; default: onnxruntime, openvino, opencv if installed)")
+    p.add_argument("--iterations", type=int, default=3, help="pruning iterations (default 3)")
+    p.add_argument("--finetune-steps", type=int, default=30, help="fine-tuning steps per iteration")
+    p.add_argument("--threads", type=int, default=2, help="inference threads when profiling (default 2)")
+    p.add_argument("--workers", type=int, default=None, help="sensitivity worker processes (default: cores)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from edgeprune.demo import DemoConfig, run_demo
+
+    cfg = DemoConfig(
+        out_dir=args.out, iterations=args.iterations, finetune_steps=args.finetune_steps,
+        threads=args.threads, workers=args.workers,
+        runtimes=tuple(args.runtimes) if args.runtimes else None,
+    )
+    result = run_demo(cfg, fresh=args.fresh)
+    print()
+    for key, path in (result.get("report") or {}).items():
+        print(f"report {key}: {path}")
+    for target, bundle in result["bundles"].items():
+        print(f"bundle for {target}: {bundle}")
+    first = next((b for b in result["bundles"].values() if b), None)
+    if first:
+        print(f"\nrun it in an OpenCV app:\n  .venv/bin/python examples/opencv_app.py --bundle {first}")
+    return 0
