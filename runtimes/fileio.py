@@ -61,3 +61,22 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def read_yaml_config(path: str | os.PathLike) -> tuple[Any, Path]:
+    """Parse a YAML config file; returns (data, the file's folder for resolving relative paths).
+
+    A missing file or invalid YAML raises ``InvalidConfigError`` naming the file.
+    """
+    import yaml
+
+    from edgeprune.errors import InvalidConfigError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidConfigError(f"config file {path} not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise InvalidConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    return data, path.resolve().parent

@@ -79,16 +79,9 @@ def validate(raw: Any, base: Path) -> SweepConfig:
 
 def load_config(path: str | Path) -> SweepConfig:
     """Read and validate a sweep YAML file."""
-    import yaml
+    from edgeprune.runtimes.fileio import read_yaml_config
 
-    path = Path(path)
-    if not path.is_file():
-        raise InvalidConfigError(f"config file {path} not found")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise InvalidConfigError(f"config file {path} is not valid YAML: {exc}") from exc
-    return validate(raw, path.resolve().parent)
+    return validate(*read_yaml_config(path))
 
 
 def resolve_run(cfg: SweepConfig, fresh_prune: bool = False) -> tuple[Path, Callable[[], Any], int | None]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, Callable
 
@@ -83,7 +84,10 @@ def bundle_picks(
             "knee_reason": tr.knee.reason,
         }
         bundle = res.out_dir / "bundles" / name
-        write_bundle(
+
+        # `accuracy` is a dict that may gain the runtime-side measurement below; partial keeps the reference
+        write = functools.partial(
+            write_bundle,
             bundle,
             cand.onnx_path,
             runtime=runtime,
@@ -94,20 +98,10 @@ def bundle_picks(
             latency=stats.to_dict(samples=False),
             accuracy=accuracy,
         )
+        write()
         tr.bundle = str(bundle)
         if evaluator is not None:
             tr.pick_accuracy = _pick_accuracy(res, tr, bundle, cand, evaluator)
             if tr.pick_accuracy.get("metrics"):
                 accuracy["runtime_measured"] = tr.pick_accuracy
-                # rewrite so the manifest carries the runtime-side accuracy too (cheap: files are copies)
-                write_bundle(
-                    bundle,
-                    cand.onnx_path,
-                    runtime=runtime,
-                    artifact=art,
-                    postprocess=postprocess,
-                    device=device,
-                    model_info=model_info,
-                    latency=stats.to_dict(samples=False),
-                    accuracy=accuracy,
-                )
+                write()  # again, so the manifest carries the runtime-side accuracy too (files are copies)

@@ -151,16 +151,9 @@ def validate(raw: Any, base: Path) -> PruneConfig:
 
 def load_config(path: str | Path) -> PruneConfig:
     """Read and validate a YAML config file."""
-    import yaml
+    from edgeprune.runtimes.fileio import read_yaml_config
 
-    path = Path(path)
-    if not path.is_file():
-        raise InvalidConfigError(f"config file {path} not found")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise InvalidConfigError(f"config file {path} is not valid YAML: {exc}") from exc
-    return validate(raw, path.resolve().parent)
+    return validate(*read_yaml_config(path))
 
 
 def model_factory(cfg: PruneConfig) -> Callable[[], Any]:
