@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--runtime", action="append", dest="runtimes", metavar="NAME",
                    help="runtime to sweep (repeatable; default: onnxruntime, openvino, opencv if installed)")
     p.add_argument("--iterations", type=int, default=3, help="pruning iterations (default 3)")
-    p.add_argument("--finetune-steps", type=int, default=30, help="fine-tuning steps per iteration")
+    p.add_argument("--finetune-steps", type=int, default=90, help="fine-tuning steps per iteration")
     p.add_argument("--threads", type=int, default=2, help="inference threads when profiling (default 2)")
     p.add_argument("--workers", type=int, default=None, help="sensitivity worker processes (default: cores)")
     p.set_defaults(func=run)
