@@ -356,6 +356,41 @@ def report_dict(res) -> dict:
     }
 
 
+def across_targets(res) -> list[str]:
+    """Markdown lines: whether the knee agrees between targets, and the measured reason per target."""
+    knees = {name: tr.knee for name, tr in res.targets.items()}
+    picks = {k.candidate_id for k in knees.values()}
+    if len(picks) == 1:
+        head = f"The knee agrees on all {len(knees)} target(s): `{next(iter(picks))}`."
+    else:
+        pairs = ", ".join(f"`{t}` -> `{k.candidate_id}`" for t, k in knees.items())
+        head = f"The knee differs between targets: {pairs}."
+    lines = ["## Across targets", "", head, ""]
+    for name, k in knees.items():
+        if k.index is None:
+            lines.append(f"- `{name}`: no candidate is eligible ({k.reason}).")
+            continue
+        i, m = k.index, k.medians_ms
+        text = f"- `{name}`: `{k.candidate_id}` runs {m[0] / m[i]:.2f}x faster than unpruned"
+        later = [j for j in range(i + 1, len(m)) if k.eligible[j]]
+        earlier = [j for j in range(i) if k.eligible[j]]
+        if later:
+            j = min(later, key=lambda j: m[j])
+            gain = (m[i] - m[j]) / m[i]
+            faster = f"only {gain:.1%} faster" if gain > 0 else "not faster"
+            text += (f"; the best sparser eligible candidate `{k.ids[j]}` is {faster} (tolerance "
+                     f"{k.tolerance_ms[i]:.3f} ms): more pruning buys no latency on this target")
+        elif earlier:
+            prev = earlier[-1]
+            cut = (m[prev] - m[i]) / m[prev]
+            text += (f"; the last step from `{k.ids[prev]}` still cut {cut:.1%}, more than the tolerance, "
+                     "and no sparser candidate is eligible: latency had not stopped improving")
+            if any(not e for e in k.eligible[i + 1 :]):
+                text += " (sparser candidates fall below the accuracy floor)"
+        lines.append(text + ".")
+    return lines + [""]
+
+
 def write_report(res) -> dict:
     """Write report.md, report.json and plots/ under ``res.out_dir``; returns their paths."""
     out = Path(res.out_dir)
@@ -373,6 +408,7 @@ def write_report(res) -> dict:
         p = plot_speedup_all(res, out / "plots" / "speedup_all.png")
         md += [f"![speedup per target](plots/{Path(p).name})", ""]
         plots["all"] = {"speedup": p}
+    md += across_targets(res)
     for name, tr in res.targets.items():
         lat = plot_latency(res, tr, out / "plots" / f"latency_{name}.png")
         par = plot_pareto(res, tr, out / "plots" / f"pareto_{name}.png")

@@ -93,3 +93,20 @@ def test_table_marks_below_floor(tmp_path):
     )
     table = markdown_table(res, tr)
     assert table.count("below floor") == 2 and "**<- knee**" in table
+
+
+def test_report_states_why_the_knee_agrees_or_differs(tmp_path):
+    from edgeprune.deploy.report import across_targets
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    plateau = constructed(tmp_path / "a", [10.0, 8.0, 6.0, 5.95, 5.9], [64, 56, 48, 40, 32], name="flat")
+    falling = constructed(tmp_path / "b", [10.0, 8.0, 6.0, 4.0, 2.0], [64, 56, 48, 40, 32], name="steep")
+    assert plateau.targets["flat"].knee.candidate_id == "iter_02"
+    assert falling.targets["steep"].knee.candidate_id == "iter_04"
+    both = SweepResult(plateau.out_dir, plateau.candidates, {**plateau.targets, **falling.targets})
+    text = "\n".join(across_targets(both))
+    assert "The knee differs between targets: `flat` -> `iter_02`, `steep` -> `iter_04`" in text
+    assert "more pruning buys no latency on this target" in text  # the plateau's reason
+    assert "latency had not stopped improving" in text  # the steep curve's reason
+    assert "The knee agrees on all 1 target(s): `iter_02`" in "\n".join(across_targets(plateau))
