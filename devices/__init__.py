@@ -12,8 +12,7 @@ starts fast and a device needs neither PyYAML nor tqdm.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from edgeprune._lazy import lazy_getattr
 
 _LAZY = {
     "DeviceProfile": "profile_schema",
@@ -37,10 +36,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'edgeprune.devices' has no attribute '{name}'")
-    value = getattr(importlib.import_module(f"edgeprune.devices.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr("edgeprune.devices", {k: f"edgeprune.devices.{v}" for k, v in _LAZY.items()})

@@ -6,9 +6,7 @@ import torch, so the torch-based API is loaded on first attribute access.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from edgeprune._lazy import lazy_getattr
 from edgeprune._version import __version__
 from edgeprune.errors import (  # noqa: F401  (re-exported)
     EdgepruneError,
@@ -43,12 +41,4 @@ _LAZY_MODULES = {
 __all__ = ["__version__", "EdgepruneError", *sorted(_LAZY_ATTRS), *sorted(_LAZY_MODULES)]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY_MODULES:
-        return importlib.import_module(f"edgeprune.{name}")
-    module = _LAZY_ATTRS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'edgeprune' has no attribute '{name}'")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr("edgeprune", _LAZY_ATTRS, _LAZY_MODULES)

@@ -7,8 +7,7 @@ Attributes load lazily so ``edgeprune.data.synthetic`` (the CLI) does not import
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from edgeprune._lazy import lazy_getattr
 
 _LAZY = {
     "DetectionDataset": "edgeprune.data.base",
@@ -30,12 +29,4 @@ _SUBMODULES = {"synthetic", "augment", "base", "yolo", "coco", "folder"}
 __all__ = sorted(_LAZY) + sorted(_SUBMODULES)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _SUBMODULES:
-        return importlib.import_module(f"edgeprune.data.{name}")
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'edgeprune.data' has no attribute '{name}'")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr("edgeprune.data", _LAZY, _SUBMODULES)
