@@ -33,41 +33,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Build everything the config names, then run (or resume) ``iterative_prune``."""
-    import torch
-
-    from edgeprune.iterative import LocalProcessExecutor, SelectionConfig, SerialExecutor, iterative_prune
+    """Run (or resume) the iterative loop the config describes, then print its table."""
     from edgeprune.iterative import config as prune_config
+    from edgeprune.iterative.run_config import run_prune_config
 
     cfg = prune_config.load_config(args.config)
-    if cfg.raw.get("threads"):
-        torch.set_num_threads(int(cfg.raw["threads"]))
-    factory = prune_config.model_factory(cfg)
-    model = factory()
-    size = prune_config.img_size(cfg, model)
-    teacher = factory()  # fidelity / distillation compare against the unpruned model
-    evaluator = prune_config.build_evaluator(cfg, teacher, size)
-    finetune = prune_config.build_finetune(cfg, teacher, size)
-    sel, tgt, ft = cfg.section("selection"), cfg.section("targets"), cfg.section("finetune")
-    workers = cfg.raw.get("workers")
-    executor = SerialExecutor() if workers == 1 else LocalProcessExecutor(workers)
-    result = iterative_prune(
-        model, torch.zeros(1, 3, size, size), evaluator, finetune,
-        run_dir=cfg.run_dir,
-        iterations=tgt.get("iterations"),
-        target_param_sparsity=tgt.get("param_sparsity"),
-        target_flops_sparsity=tgt.get("flops_sparsity"),
-        metric_floor=tgt.get("metric_floor"),
-        finetune_steps=int(ft.get("steps", 200)),
-        selection=SelectionConfig(**{k: sel[k] for k in ("k", "n_params", "n_flops") if k in sel}),
-        rates=tuple(sel.get("rates", (0.25, 0.5, 0.75))),
-        criterion=sel.get("criterion", "l2"),
-        round_to=int(sel.get("round_to", 1)),
-        executor=executor,
-        progress=not args.quiet,
-        seed=int(cfg.raw.get("seed", 0)),
-        fresh=args.fresh,
-    )
+    result = run_prune_config(cfg, fresh=args.fresh, progress=not args.quiet)
     print(result.table())
     print(f"\nstopped: {result.stop_reason}; final candidate: iteration {result.final_iteration} "
           f"({cfg.run_dir / f'iter_{result.final_iteration:02d}'})")

@@ -92,11 +92,9 @@ def resolve_run(cfg: SweepConfig, fresh_prune: bool = False) -> tuple[Path, Call
         ppath = cfg.path(cfg.raw["prune"])
         pcfg = prune_config.load_config(ppath)
         if cfg.raw.get("run_prune"):
-            import argparse
+            from edgeprune.iterative.run_config import run_prune_config
 
-            from edgeprune.cli import prune as prune_cli
-
-            prune_cli.run(argparse.Namespace(config=str(ppath), fresh=fresh_prune, quiet=False))
+            run_prune_config(pcfg, fresh=fresh_prune)
         size = cfg.raw.get("img_size") or pcfg.section("data").get("img_size")
         return pcfg.run_dir, prune_config.model_factory(pcfg), size
     model = cfg.raw["model"]

@@ -1,0 +1,53 @@
+"""Run (or resume) the iterative loop from an ``edgeprune prune`` YAML config.
+
+The one place that turns a prune config into an ``iterative_prune`` call: the ``edgeprune prune``
+command and ``edgeprune sweep`` with ``run_prune: true`` both call it, so neither depends on the
+other's command-line flags.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from edgeprune.iterative import config as prune_config
+
+
+def run_prune_config(config: str | Path | prune_config.PruneConfig, fresh: bool = False,
+                     progress: bool = True) -> Any:
+    """Build everything the config names, then run (or resume) ``iterative_prune``; returns its result."""
+    import torch
+
+    from edgeprune.iterative.executors import LocalProcessExecutor, SerialExecutor
+    from edgeprune.iterative.loop import iterative_prune
+    from edgeprune.iterative.selection import SelectionConfig
+
+    cfg = config if isinstance(config, prune_config.PruneConfig) else prune_config.load_config(config)
+    if cfg.raw.get("threads"):
+        torch.set_num_threads(int(cfg.raw["threads"]))
+    factory = prune_config.model_factory(cfg)
+    model = factory()
+    size = prune_config.img_size(cfg, model)
+    teacher = factory()  # fidelity / distillation compare against the unpruned model
+    evaluator = prune_config.build_evaluator(cfg, teacher, size)
+    finetune = prune_config.build_finetune(cfg, teacher, size)
+    sel, tgt, ft = cfg.section("selection"), cfg.section("targets"), cfg.section("finetune")
+    workers = cfg.raw.get("workers")
+    executor = SerialExecutor() if workers == 1 else LocalProcessExecutor(workers)
+    return iterative_prune(
+        model, torch.zeros(1, 3, size, size), evaluator, finetune,
+        run_dir=cfg.run_dir,
+        iterations=tgt.get("iterations"),
+        target_param_sparsity=tgt.get("param_sparsity"),
+        target_flops_sparsity=tgt.get("flops_sparsity"),
+        metric_floor=tgt.get("metric_floor"),
+        finetune_steps=int(ft.get("steps", 200)),
+        selection=SelectionConfig(**{k: sel[k] for k in ("k", "n_params", "n_flops") if k in sel}),
+        rates=tuple(sel.get("rates", (0.25, 0.5, 0.75))),
+        criterion=sel.get("criterion", "l2"),
+        round_to=int(sel.get("round_to", 1)),
+        executor=executor,
+        progress=progress,
+        seed=int(cfg.raw.get("seed", 0)),
+        fresh=fresh,
+    )
