@@ -17,6 +17,8 @@ import time
 from collections.abc import Sequence
 from typing import Any, Optional
 
+from edgeprune.runtimes.environment import cpu_model
+
 CHECK_NAMES = ("clocks_locked", "power_mode", "governor_performance")
 
 # L4T release -> JetPack (NVIDIA's release notes); used when the nvidia-jetpack package is absent.
@@ -142,18 +144,6 @@ def cpu_governors() -> list[str]:
         except OSError:
             continue
     return sorted(govs)
-
-
-def cpu_model() -> str:
-    """CPU model name from /proc/cpuinfo (or the platform's description)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.lower().startswith(("model name", "hardware")):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _jetson(tegrastats_s: float) -> dict[str, Any]:

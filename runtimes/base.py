@@ -23,7 +23,6 @@ from edgeprune.errors import (
 )
 from edgeprune.runtimes.fileio import read_json, sha256_file, write_json
 
-PRECISIONS = ("fp32", "fp16", "int8")
 ARTIFACT_JSON = "artifact.json"
 
 
@@ -96,10 +95,6 @@ class TensorSpec:
     name: str
     shape: tuple
     dtype: np.dtype
-
-    @property
-    def is_static(self) -> bool:
-        return all(isinstance(d, int) and d > 0 for d in self.shape)
 
 
 class Session(ABC):

@@ -12,20 +12,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def cpu_model() -> str:
-    """The CPU model name (Linux /proc/cpuinfo, else platform)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def run(args: argparse.Namespace) -> int:
     from edgeprune import __version__
+    from edgeprune.runtimes.environment import cpu_model
     from edgeprune.runtimes.registry import RUNTIMES, sdk_version
 
     print(f"edgeprune {__version__}  python {platform.python_version()}  {platform.platform()}")

@@ -165,7 +165,3 @@ def inversion_advice(onnx_path: str, target: Target, reference_onnx: str | None 
         f"{', '.join(map(str, off[:6]))}); prune with round_to={m} (ep.plan(..., round_to={m})) "
         f"so every count is a multiple of {m}"
     )
-
-
-def target_summary(targets: list[Target]) -> list[dict[str, Any]]:
-    return [t.to_dict() for t in targets]
