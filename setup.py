@@ -39,6 +39,11 @@ setup(
         "edgeprune.devices": ["profiles/*.yaml"],
         "edgeprune.models": ["weights/*.pt", "weights/*.json"],
     },
+    # A host install (pruning, export, sweep) needs everything below, torch included; ONNX Runtime
+    # and OpenCV are always there because every sweep falls back to them. A device (Jetson, factory
+    # PC) installs nothing from here: it runs the torch-free agent zipapp (`edgeprune agent-pack`)
+    # with its own numpy and runtime SDK. The `onnxruntime` and `opencv` extras are therefore
+    # already satisfied; they exist so the name in a MissingDependencyError always installs.
     install_requires=[
         "torch>=2.1",
         "numpy>=1.24",
