@@ -75,7 +75,17 @@ def test_governor_check_and_missing_commands():
     assert [c["ok"] for c in unknown] == [None, None] and len(env.warnings_from(unknown)) == 2
     missing = env.run_command(["edgeprune-no-such-command", "-q"])
     assert missing["available"] is False and "not found" in missing["error"]
-    assert env.sample_tegrastats(0.01)["available"] in (False, True)  # never raises, here or on a Jetson
+
+
+def test_sample_tegrastats_reads_the_tool_or_says_it_is_missing(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert env.sample_tegrastats(0.01) == {"available": False, "error": "'tegrastats' not found"}
+    fake = tmp_path / "tegrastats"
+    fake.write_text("#!/bin/sh\nwhile true; do echo 'RAM 1234/7620MB CPU [5%@1420]'; sleep 0.02; done\n")
+    fake.chmod(0o755)
+    sample = env.sample_tegrastats(0.3, interval_ms=20)
+    assert sample["available"] is True and sample["lines"]
+    assert all(line.startswith("RAM 1234/7620MB") for line in sample["lines"])
 
 
 def test_collect_on_this_machine_records_runtime_and_no_jetson():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ from torch import nn
 from edgeprune.errors import ExportError, InvalidModelError
 from edgeprune.export import ExportResult, export_onnx, read_metadata
 from edgeprune.models import yolov7_tiny
+from edgeprune.pruning import prune as ep_prune
 
 NAMES = ["scratch", "dent", "stain", "crack", "missing_hole"]
 
@@ -146,18 +146,12 @@ def test_read_metadata_errors(tmp_path: Path) -> None:
         read_metadata(plain)
 
 
-def _prune_fn():
-    pruning = importlib.import_module("edgeprune.pruning")
-    return getattr(pruning, "prune", None)
-
-
-@pytest.mark.skipif(_prune_fn() is None, reason="edgeprune.pruning.prune is not available in this build yet")
 def test_export_pruned_model(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = yolov7_tiny(num_classes=5, names=NAMES)
     x = torch.rand(1, 3, 128, 128)
     n_before = sum(p.numel() for p in model.parameters())
-    pruned = _prune_fn()(model, x, sparsity=0.5)
+    pruned = ep_prune(model, x, sparsity=0.5)
     assert sum(p.numel() for p in pruned.parameters()) < n_before
     res = export_onnx(pruned, x, tmp_path / "pruned.onnx", metadata={"sparsity": 0.5})
     assert res.max_abs_diff is not None and res.max_abs_diff < 1e-2

@@ -10,23 +10,21 @@ import time
 from pathlib import Path
 
 import pytest
+import test_iterative_tinynet as tiny
 import torch
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))  # spawned workers and subprocesses import the tiny net by this name
-import test_iterative_tinynet as tiny  # noqa: E402
-
-from edgeprune.errors import InvalidConfigError  # noqa: E402
-from edgeprune.iterative import (  # noqa: E402
+from edgeprune.errors import InvalidConfigError
+from edgeprune.iterative import (
     LocalProcessExecutor,
     SerialExecutor,
     list_candidates,
     load_candidate,
     sensitivity,
 )
-from edgeprune.pruning import kept_channels  # noqa: E402
-from edgeprune.runtimes.fileio import read_json  # noqa: E402
+from edgeprune.pruning import kept_channels
+from edgeprune.runtimes.fileio import read_json
 
+HERE = Path(__file__).resolve().parent  # subprocesses get it as PYTHONPATH to import the tiny net
 X = torch.zeros(1, 3, tiny.IMG, tiny.IMG)
 
 

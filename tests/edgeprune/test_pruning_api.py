@@ -259,7 +259,10 @@ def test_forward_needing_real_values_is_traced_for_real() -> None:
 
 def test_count_params_and_flops() -> None:
     model = Chain()
-    assert ep.count_params(model) == sum(p.numel() for p in model.parameters())
+    # by hand: conv a (16*3*9 + 16), bn (2*16), conv b (24*16*9 + 24), conv out (4*24 + 4)
+    assert ep.count_params(model) == (16 * 27 + 16) + 32 + (24 * 144 + 24) + (4 * 24 + 4)
+    tied = nn.Sequential(model.a, model.a)  # one module used twice: its parameters count once
+    assert ep.count_params(tied) == 16 * 27 + 16
     x = torch.rand(1, 3, 8, 8)
     macs = 64 * (16 * 3 * 9 + 24 * 16 * 9 + 4 * 24)
     assert ep.count_flops(model, x) == 2 * macs

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
-import sys
 from pathlib import Path
 
+import numpy as np
+import onnxruntime as ort
 import pytest
+from sweep_helpers import conv_candidate
 
 from edgeprune.deploy import Candidate, sweep, targets_from_config
 from edgeprune.errors import InvalidConfigError
 from edgeprune.runtimes import load_bundle
-
-sys.path.insert(0, str(Path(__file__).parent))
-from sweep_helpers import conv_candidate  # noqa: E402
 
 # the package re-exports the function ``sweep`` under the module's name, so fetch the module itself
 sweep_mod = importlib.import_module("edgeprune.deploy.sweep")
@@ -110,7 +110,10 @@ def test_sweep_writes_bundle_and_report(tmp_path):
     assert m["accuracy"]["metrics"]["mAP50-95"] == pytest.approx(0.6 - 0.05 * int(tr.knee.candidate_id[1]))
     with load_bundle(tr.bundle) as det:
         assert det.artifact_source == "bundle"
-        assert len(det.detect(__import__("numpy").zeros((40, 60, 3), "uint8"))) >= 0
+        # the bundle runs the knee's model: same raw output as the candidate's own ONNX file
+        x = np.random.default_rng(0).random((1, 3, 32, 32), dtype=np.float32)
+        ref = ort.InferenceSession(str(tmp_path / f"{tr.knee.candidate_id}.onnx")).run(None, {"images": x})[0]
+        np.testing.assert_allclose(det.session.infer({det.input_name: x})[0], ref, rtol=1e-5, atol=1e-5)
     md = Path(res.report["markdown"]).read_text()
     assert "**<- knee**" in md and "onnxruntime" in md and "inference only" in md
     assert "below floor" in md
@@ -160,7 +163,8 @@ def test_failed_target_does_not_stop_the_others(tmp_path):
     ]
     res = sweep(make_cands(tmp_path), targets, tmp_path / "out", img_size=32, profile_config=FAST)
     assert "MissingDependencyError" in res.failed["trt"] and "edgeprune[tensorrt]" in res.failed["trt"]
-    assert res.targets["ort1"].knee.candidate_id in WIDTHS
+    ort1 = res.targets["ort1"]
+    assert set(ort1.stats) == set(WIDTHS) and (Path(ort1.bundle) / "manifest.json").is_file()
     assert "## Target `trt`: FAILED" in Path(res.report["markdown"]).read_text()
 
 
@@ -168,7 +172,7 @@ def test_ep_sweep_is_callable():
     import edgeprune as ep
     import edgeprune.deploy  # importing the package must not shadow the function
 
-    assert ep.sweep is edgeprune.deploy.sweep and callable(ep.sweep)
+    assert ep.sweep is edgeprune.deploy.sweep and inspect.isfunction(ep.sweep)
     with pytest.raises(InvalidConfigError):
         ep.sweep([], [{"runtime": "onnxruntime"}], "unused")
 

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
+from sweep_helpers import conv_candidate
 
 from edgeprune.deploy import Candidate, SweepResult, Target, TargetResult
 from edgeprune.deploy.knee import KneePoint, select_knee
 from edgeprune.deploy.report import markdown_table, write_report
 from edgeprune.deploy.targets import inversion_advice
 from edgeprune.runtimes.profiling import LatencyStats
-
-sys.path.insert(0, str(Path(__file__).parent))
-from sweep_helpers import conv_candidate  # noqa: E402
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -9,12 +9,9 @@ from edgeprune.errors import EdgepruneError
 from edgeprune.models import demo as demo_mod
 from edgeprune.models import demo_model
 
-torch.set_num_threads(1)
+# one torch thread: the same arithmetic everywhere, restored after each test (conftest.py)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-needs_weights = pytest.mark.skipif(
-    not demo_mod.DEMO_WEIGHTS.exists() or not demo_mod.DEMO_INFO.exists(),
-    reason="demo weights not trained yet (run examples/train_demo_model.py)",
-)
 
 
 def test_missing_weights_give_a_clear_error(monkeypatch, tmp_path):
@@ -23,7 +20,6 @@ def test_missing_weights_give_a_clear_error(monkeypatch, tmp_path):
         demo_model()
 
 
-@needs_weights
 def test_demo_model_loads_with_contract_attributes():
     info = demo_mod.demo_model_info()
     assert demo_mod.DEMO_WEIGHTS.stat().st_size <= 25 * 2**20
@@ -37,7 +33,6 @@ def test_demo_model_loads_with_contract_attributes():
     assert info["evaluation"]["metrics"]["mAP50"] > 0.1
 
 
-@needs_weights
 def test_demo_model_detects_defects_on_fresh_val_images(tmp_path):
     from edgeprune.data.synthetic import generate
     from edgeprune.evaluation import DetectionEvaluator

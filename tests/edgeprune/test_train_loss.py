@@ -12,7 +12,8 @@ from edgeprune.models import yolov7_tiny
 from edgeprune.training import LabeledFinetune, TrainConfig, YoloLoss, bbox_ciou
 from edgeprune.training.trainer import lr_factor, param_groups
 
-torch.set_num_threads(1)
+# one torch thread: the same arithmetic everywhere, restored after each test (conftest.py)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_ciou_identical_overlapping_and_disjoint():

@@ -9,7 +9,8 @@ from edgeprune.errors import InvalidConfigError
 from edgeprune.models import yolov7_tiny
 from edgeprune.training import LabeledObjective, TrainConfig, Trainer
 
-torch.set_num_threads(1)
+# one torch thread: the same arithmetic everywhere, restored after each test (conftest.py)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 IMG = 64
 TOTAL, CUT = 6, 3
 

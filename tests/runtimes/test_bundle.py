@@ -11,15 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from bundle_helpers import dark_box_onnx, image_with_box
 
 from edgeprune.deploy.bundle import write_bundle
 from edgeprune.errors import BundleError, IncompatibleArtifactError
 from edgeprune.runtimes import get, load_bundle
 from edgeprune.runtimes.bundle import check_artifact_compatible, read_manifest, verify_bundle
 from edgeprune.runtimes.registry import sdk_version
-
-sys.path.insert(0, str(Path(__file__).parent))
-from bundle_helpers import dark_box_onnx, image_with_box  # noqa: E402
 
 BOX = (50, 30, 110, 80)
 
