@@ -6,8 +6,10 @@ added later by implementing that one method, without touching the sensitivity co
 
 from __future__ import annotations
 
+import ast
 import multiprocessing
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -92,6 +94,15 @@ class LocalProcessExecutor:
         tasks = list(tasks)
         if not tasks:
             return
+        if self.start_method != "fork" and unguarded_main_call():
+            # Each spawned worker would re-run the script, pruning again inside every worker.
+            _notice_once(
+                f"edgeprune: running {len(tasks)} jobs in this process: this script calls edgeprune outside "
+                f"`if __name__ == \"__main__\":`; put the call under that guard to use {self.workers} "
+                "worker processes"
+            )
+            yield from SerialExecutor().map(fn, tasks)
+            return
         ctx = multiprocessing.get_context(self.start_method)
         with ProcessPoolExecutor(
             max_workers=min(self.workers, len(tasks)), mp_context=ctx, initializer=_init_worker,
@@ -108,6 +119,60 @@ class LocalProcessExecutor:
 
     def __repr__(self) -> str:
         return f"LocalProcessExecutor(workers={self.workers}, start_method={self.start_method!r})"
+
+
+_NOTICES: set[str] = set()
+
+
+def _notice_once(msg: str) -> None:
+    if msg not in _NOTICES:
+        _NOTICES.add(msg)
+        print(msg, file=sys.stderr, flush=True)
+
+
+def _is_main_guard(node: ast.AST) -> bool:
+    """``if __name__ == "__main__":`` (either operand order)."""
+    if not (isinstance(node, ast.If) and isinstance(node.test, ast.Compare)):
+        return False
+    test = node.test
+    if len(test.ops) != 1 or not isinstance(test.ops[0], ast.Eq):
+        return False
+    sides = [test.left, test.comparators[0]]
+    names = [s.id for s in sides if isinstance(s, ast.Name)]
+    consts = [s.value for s in sides if isinstance(s, ast.Constant)]
+    return names == ["__name__"] and consts == ["__main__"]
+
+
+def unguarded_main_call() -> bool:
+    """True when the running script calls us from top-level code not under ``if __name__ == "__main__":``.
+
+    Spawned workers import the main script again; such a call would then run once more in every
+    worker (and fail there). Interactive sessions, ``python -c`` and ``python -m pkg`` are not
+    re-imported, and a script whose source cannot be read is assumed to be guarded.
+    """
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    spec = getattr(main, "__spec__", None)
+    if main is None or not path or (spec is not None and spec.name.endswith("__main__")):
+        return False
+    frame = sys._getframe(1)
+    while frame is not None and not (frame.f_globals is main.__dict__ and frame.f_code.co_name == "<module>"):
+        frame = frame.f_back
+    if frame is None:  # not called from the script's top level (e.g. from a thread or a callback)
+        return False
+    try:
+        with open(path, encoding="utf-8") as f:
+            return not line_is_guarded(f.read(), frame.f_lineno)
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+        return False
+
+
+def line_is_guarded(source: str, line: int) -> bool:
+    """Whether ``line`` of the module ``source`` lies inside an ``if __name__ == "__main__":`` body."""
+    for node in ast.walk(ast.parse(source)):
+        if _is_main_guard(node) and node.body[0].lineno <= line <= (node.body[-1].end_lineno or line):
+            return True
+    return False
 
 
 def default_executor(workers: int | None = None) -> Any:
