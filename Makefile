@@ -10,7 +10,7 @@ $(STAMP): setup.py constraints.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# constraints.txt pins the local CPU build of torch (a plain `torch` would pull CUDA wheels)
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev,onnxruntime,openvino,opencv]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,onnxruntime,openvino,opencv,ray]'
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -61,6 +61,7 @@ setup(
         "openvino": ["openvino>=2024.0"],
         "opencv": ["opencv-python-headless>=4.8"],
         "tensorrt": ["tensorrt>=8.5", "pycuda>=2022.1"],
+        "ray": ["ray[client]>=2.9"],  # sensitivity on a Ray cluster; [client] for ray:// addresses
         "dev": ["pytest>=8", "ruff>=0.5", "build>=1.0", "setuptools>=70.1", "openvino>=2024.0"],
     },
     entry_points={"console_scripts": ["edgeprune=edgeprune.cli:main"]},

@@ -88,5 +88,9 @@ class DeviceUnreachableError(DeviceError):
     """A remote device could not be reached after the configured retries."""
 
 
+class ClusterError(EdgepruneError):
+    """A compute cluster (Ray) cannot be reached, or lost a task beyond its retries."""
+
+
 class ProtocolError(DeviceError):
     """A job manifest is malformed, tampered with, or of an unknown protocol version."""

@@ -8,7 +8,9 @@ import platform
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("doctor", help="show installed runtimes, CPU, torch and threads")
+    p = sub.add_parser("doctor", help="show installed runtimes, CPU, torch, threads and the Ray cluster")
+    p.add_argument("--ray-address", default="auto", metavar="ADDR",
+                   help="the Ray cluster to check (default: auto, the one a run with address auto joins)")
     p.set_defaults(func=run)
 
 
@@ -32,4 +34,32 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {name:<12} missing   install: pip install 'edgeprune[{entry.extra}]'")
         else:
             print(f"  {name:<12} {version}")
+    print_ray(getattr(args, "ray_address", "auto"))
     return 0
+
+
+def print_ray(address: str) -> None:
+    """The Ray cluster a run would use; joins a running one to count its nodes, never starts one."""
+    from importlib.util import find_spec
+
+    from edgeprune.errors import EdgepruneError
+    from edgeprune.iterative.ray_executor import probe_cluster, resolve_address
+
+    if find_spec("ray") is None:
+        print("ray: missing (for sensitivity on a cluster)  install: pip install 'edgeprune[ray]'")
+        return
+    from importlib.metadata import version
+
+    print(f"ray: {version('ray')}")
+    addr, source = resolve_address(address)
+    if addr is None:
+        print(f"  cluster: {source}")
+        return
+    print(f"  cluster: {addr}  (from {source})")
+    try:
+        info = probe_cluster(addr)
+    except EdgepruneError as exc:
+        print(f"  not reachable: {exc}")
+        return
+    print(f"  {info['nodes']} node(s), {info['cpus']:g} CPUs, {info['gpus']:g} GPUs "
+          f"(sensitivity tasks {'use 1 GPU each' if info['gpus'] else 'run on CPUs'})")

@@ -11,10 +11,12 @@ Rerunning the same command resumes an interrupted run (nothing finished is recom
   selection: {k: 20, n_params: 6, n_flops: 5, rates: [0.25, 0.5, 0.75], criterion: l2, round_to: 8}
   run_dir: runs/prune
   workers: 2                  # sensitivity worker processes (default: all cores)
+  executor: {kind: ray, address: auto}   # sensitivity on a Ray cluster (kind: local is the default)
   threads: 1                  # torch threads for fine-tuning / evaluation in the main process
   seed: 0
 
-Relative paths are resolved against the config file's folder.
+Relative paths are resolved against the config file's folder. --executor / --ray-address override
+the config's executor section; a run moves between local and Ray execution and resumes either way.
 """
 
 from __future__ import annotations
@@ -29,16 +31,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fresh", action="store_true",
                    help="move an existing run folder aside and start over instead of resuming")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--executor", choices=("local", "serial", "ray"), default=None,
+                   help="where sensitivity evaluations run (default: the config's executor, else local)")
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="Ray cluster: auto (the one `ray start` started here), host:port or "
+                        "ray://host:port; implies --executor ray")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run (or resume) the iterative loop the config describes, then print its table."""
     from edgeprune.iterative import config as prune_config
-    from edgeprune.iterative.run_config import run_prune_config
+    from edgeprune.iterative.run_config import build_executor, run_prune_config
 
     cfg = prune_config.load_config(args.config)
-    result = run_prune_config(cfg, fresh=args.fresh, progress=not args.quiet)
+    executor = build_executor(cfg, args.executor, args.ray_address)
+    result = run_prune_config(cfg, fresh=args.fresh, progress=not args.quiet, executor=executor)
     print(result.table())
     print(f"\nstopped: {result.stop_reason}; final candidate: iteration {result.final_iteration} "
           f"({cfg.run_dir / f'iter_{result.final_iteration:02d}'})")

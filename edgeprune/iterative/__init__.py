@@ -6,8 +6,15 @@ every iteration as a candidate in a run folder it can resume from.
 """
 
 from edgeprune.iterative.candidates import format_table, list_candidates, load_candidate
-from edgeprune.iterative.executors import Executor, LocalProcessExecutor, SerialExecutor, default_executor
+from edgeprune.iterative.executors import (
+    Executor,
+    LocalProcessExecutor,
+    SerialExecutor,
+    default_executor,
+    executor_from_config,
+)
 from edgeprune.iterative.loop import IterativeResult, iterative_prune
+from edgeprune.iterative.ray_executor import RayExecutor  # imports ray only when used
 from edgeprune.iterative.selection import SelectionConfig, score_rows, select
 from edgeprune.iterative.sensitivity import sensitivity
 from edgeprune.iterative.table import SensitivityRow, SensitivityTable
@@ -16,11 +23,13 @@ __all__ = [
     "Executor",
     "IterativeResult",
     "LocalProcessExecutor",
+    "RayExecutor",
     "SelectionConfig",
     "SensitivityRow",
     "SensitivityTable",
     "SerialExecutor",
     "default_executor",
+    "executor_from_config",
     "format_table",
     "iterative_prune",
     "list_candidates",

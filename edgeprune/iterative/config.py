@@ -10,6 +10,9 @@ targets: {iterations: 5, param_sparsity: null, flops_sparsity: null, metric_floo
 selection: {k: 20, n_params: 6, n_flops: 5, rates: [0.25, 0.5, 0.75], criterion: l2, round_to: 8}
 run_dir: runs/prune
 workers: 2          # sensitivity worker processes (default: all cores), one torch thread each
+executor: {kind: ray, address: auto}   # or kind: local (default) / serial; ray also takes
+                                       # num_cpus, num_gpus (auto: 1 per task if the cluster has GPUs),
+                                       # max_retries; address: auto | local | host:port | ray://host:port
 threads: 1          # torch threads of the main process (fine-tuning, evaluation); default: torch's
 seed: 0
 ```
@@ -32,6 +35,7 @@ _SECTIONS = {
     "finetune": {"kind", "steps", "lr", "batch", "settings"},
     "targets": {"iterations", "param_sparsity", "flops_sparsity", "metric_floor"},
     "selection": {"k", "n_params", "n_flops", "rates", "criterion", "round_to"},
+    "executor": {"kind", "workers", "address", "num_cpus", "num_gpus", "max_retries"},
 }
 _SCALARS = {"run_dir", "workers", "threads", "seed"}
 _BUILTINS = ("yolov7", "yolov7_tiny", "demo")
@@ -143,10 +147,34 @@ def validate(raw: Any, base: Path) -> PruneConfig:
 
     _typed(s, "selection", "criterion", (str,), lambda v: v in CRITERIA, f"one of {list(CRITERIA)}")
     _typed(raw, "", "workers", (int,), lambda v: v >= 1, "a positive integer")
+    _check_executor(raw.get("executor") or {})
     _typed(raw, "", "threads", (int,), lambda v: v >= 1, "a positive integer")
     _typed(raw, "", "seed", (int,))
     _typed(raw, "", "run_dir", (str,))
     return PruneConfig(raw, base)
+
+
+def _check_executor(e: dict) -> None:
+    from edgeprune.iterative.executors import EXECUTOR_KINDS
+    from edgeprune.iterative.ray_executor import validate_address
+
+    _typed(e, "executor", "kind", (str,), lambda v: v in EXECUTOR_KINDS, f"one of {list(EXECUTOR_KINDS)}")
+    _typed(e, "executor", "workers", (int,), lambda v: v >= 1, "a positive integer")
+    _typed(e, "executor", "num_cpus", (int, float), lambda v: v > 0, "a positive number")
+    _typed(e, "executor", "num_gpus", (int, float, str), lambda v: v == "auto" or (
+        not isinstance(v, str) and v >= 0), "'auto' or a number >= 0")
+    _typed(e, "executor", "max_retries", (int,), lambda v: v >= 0, "an integer >= 0")
+    kind = e.get("kind") or "local"
+    ray_only = sorted(k for k in ("address", "num_cpus", "num_gpus", "max_retries") if e.get(k) is not None)
+    if kind != "ray" and ray_only:
+        raise _fail(f"executor.{ray_only[0]}", f"applies to kind: ray only (kind is {kind!r})")
+    if kind != "local" and e.get("workers") is not None:
+        raise _fail("executor.workers", f"applies to kind: local only (kind is {kind!r})")
+    if e.get("address") is not None:
+        try:
+            validate_address(e["address"])
+        except InvalidConfigError as exc:
+            raise _fail("executor.address", str(exc)) from None
 
 
 def load_config(path: str | Path) -> PruneConfig:

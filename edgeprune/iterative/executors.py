@@ -1,7 +1,7 @@
-"""Where sensitivity jobs run: in this process, or in a pool of local worker processes.
+"""Where sensitivity jobs run: in this process, in a pool of local worker processes, or on Ray.
 
-The algorithm only calls ``executor.map(fn, tasks)``; a cluster executor (SSH, Slurm, Ray) can be
-added later by implementing that one method, without touching the sensitivity code.
+The algorithm only calls ``executor.map(fn, tasks)``; a cluster executor implements that one method
+(``ray_executor.RayExecutor``), without touching the sensitivity code.
 """
 
 from __future__ import annotations
@@ -181,3 +181,32 @@ def default_executor(workers: int | None = None) -> Any:
     if workers == 1:
         return SerialExecutor()
     return LocalProcessExecutor(workers)
+
+
+EXECUTOR_KINDS = ("local", "serial", "ray")
+EXECUTOR_KEYS = {"local": {"workers"}, "serial": set(),
+                  "ray": {"address", "num_cpus", "num_gpus", "max_retries", "runtime_env"}}
+
+
+def executor_from_config(spec: dict | None, workers: int | None = None) -> Any:
+    """An executor from ``{kind: local|serial|ray, ...}`` (the prune config's ``executor`` section).
+
+    ``local`` takes ``workers`` (default: the ``workers`` argument, else all cores); ``ray`` takes
+    ``address`` (auto, local, host:port, ray://host:port), ``num_cpus``, ``num_gpus``, ``max_retries``.
+    """
+    spec = dict(spec or {})
+    kind = spec.pop("kind", None) or "local"
+    if kind not in EXECUTOR_KINDS:
+        raise InvalidConfigError(f"executor kind {kind!r} is unknown; choose one of {list(EXECUTOR_KINDS)}")
+    bad = sorted(k for k in spec if k not in EXECUTOR_KEYS[kind] and spec[k] is not None)
+    if bad:
+        raise InvalidConfigError(
+            f"executor kind {kind!r} takes no {bad}; it takes {sorted(EXECUTOR_KEYS[kind])}")
+    spec = {k: v for k, v in spec.items() if v is not None}
+    if kind == "ray":
+        from edgeprune.iterative.ray_executor import RayExecutor
+
+        return RayExecutor(**spec)
+    if kind == "serial":
+        return SerialExecutor()
+    return default_executor(spec.get("workers", workers))

@@ -13,12 +13,37 @@ from typing import Any
 from edgeprune.iterative import config as prune_config
 
 
+def build_executor(cfg: prune_config.PruneConfig, kind: str | None = None,
+                   ray_address: str | None = None) -> Any:
+    """The config's ``executor`` section, with overrides (``edgeprune prune --executor/--ray-address``).
+
+    ``workers`` (top level) sizes the local pool unless ``executor.workers`` does.
+    """
+    from edgeprune.errors import InvalidConfigError
+    from edgeprune.iterative.executors import EXECUTOR_KEYS, executor_from_config
+
+    spec = dict(cfg.section("executor"))
+    if ray_address is not None:
+        if kind not in (None, "ray"):
+            raise InvalidConfigError(f"--ray-address needs --executor ray, not {kind!r}")
+        kind = "ray"
+    if kind is not None and kind != spec.get("kind", "local"):
+        # switching kind on the command line: the config's keys for the other kind do not apply
+        spec = {k: v for k, v in spec.items() if k in EXECUTOR_KEYS[kind]}
+        spec["kind"] = kind
+    if ray_address is not None:
+        spec["address"] = ray_address
+    return executor_from_config(spec, cfg.raw.get("workers"))
+
+
 def run_prune_config(config: str | Path | prune_config.PruneConfig, fresh: bool = False,
-                     progress: bool = True) -> Any:
-    """Build everything the config names, then run (or resume) ``iterative_prune``; returns its result."""
+                     progress: bool = True, executor: Any = None) -> Any:
+    """Build everything the config names, then run (or resume) ``iterative_prune``; returns its result.
+
+    ``executor``: where sensitivity runs; default: the config's ``executor`` section (``build_executor``).
+    """
     import torch
 
-    from edgeprune.iterative.executors import LocalProcessExecutor, SerialExecutor
     from edgeprune.iterative.loop import iterative_prune
     from edgeprune.iterative.selection import SelectionConfig
 
@@ -32,8 +57,7 @@ def run_prune_config(config: str | Path | prune_config.PruneConfig, fresh: bool 
     evaluator = prune_config.build_evaluator(cfg, teacher, size)
     finetune = prune_config.build_finetune(cfg, teacher, size)
     sel, tgt, ft = cfg.section("selection"), cfg.section("targets"), cfg.section("finetune")
-    workers = cfg.raw.get("workers")
-    executor = SerialExecutor() if workers == 1 else LocalProcessExecutor(workers)
+    executor = executor if executor is not None else build_executor(cfg)
     return iterative_prune(
         model, torch.zeros(1, 3, size, size), evaluator, finetune,
         run_dir=cfg.run_dir,

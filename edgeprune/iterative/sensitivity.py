@@ -13,6 +13,7 @@ open files or live sockets in it, and its class importable by module path.
 from __future__ import annotations
 
 import copy
+import os
 import pickle
 import re
 import shutil
@@ -64,11 +65,13 @@ class _Job:
         self._context = context
 
     def __getstate__(self) -> dict:
+        if self.payload_path is None:  # an executor that ships objects itself (Ray's object store)
+            return {"payload_path": None, "context": self._context}
         return {"payload_path": self.payload_path}
 
     def __setstate__(self, state: dict) -> None:
         self.payload_path = state["payload_path"]
-        self._context = None
+        self._context = state.get("context")
 
     def context(self) -> _Context:
         if self._context is None:
@@ -94,8 +97,9 @@ class _Job:
         t0 = time.perf_counter()
         model = apply(copy.deepcopy(ctx.model), PruningPlan.from_json(task.plan_json))
         torch.manual_seed(0)  # evaluators that sample must see the same draw on every worker
-        metrics = _evaluate(ctx.evaluator, model)
-        model.eval()
+        device = _task_device()
+        metrics = _evaluate(ctx.evaluator, model.to(device) if device else model)
+        model.cpu().eval()  # complexity is counted on the CPU, with the CPU example inputs
         params = count_params(model)
         flops = count_flops(model, ctx.example_inputs)
         return {
@@ -103,6 +107,15 @@ class _Job:
             "metric": metrics[ctx.evaluator.primary], "params_removed": ctx.params - params,
             "flops_removed": ctx.flops - flops, "metrics": metrics, "seconds": time.perf_counter() - t0,
         }
+
+
+def _task_device() -> str | None:
+    """"cuda" in a cluster task that was given a GPU (the evaluator follows the model's device)."""
+    from edgeprune.iterative.ray_executor import DEVICE_ENV
+
+    if os.environ.get(DEVICE_ENV) == "cuda" and torch.cuda.is_available():
+        return "cuda"
+    return None
 
 
 def _evaluate(evaluator: Any, model: nn.Module) -> dict[str, float]:
@@ -256,6 +269,9 @@ def _run(pending: list[_Task], model: nn.Module, example_inputs: Any, evaluator:
     tmpdir = None
     if isinstance(executor, SerialExecutor):
         job = _Job(None, ctx)
+    elif getattr(executor, "ships_objects", False):  # e.g. Ray: workers on other machines see no local file
+        _check_picklable(ctx)
+        job = _Job(None, ctx)
     else:
         # Payload goes next to the cache (a shared folder serves a cluster executor too), else to /tmp.
         tmpdir = Path(tempfile.mkdtemp(prefix=".payload-", dir=cache)) if cache else Path(tempfile.mkdtemp())
@@ -275,6 +291,11 @@ def _run(pending: list[_Task], model: nn.Module, example_inputs: Any, evaluator:
 
 
 def _write_payload(ctx: _Context, path: Path) -> None:
+    _check_picklable(ctx)
+    torch.save(ctx, path)
+
+
+def _check_picklable(ctx: _Context) -> None:
     for what, obj in (("evaluator", ctx.evaluator), ("model", ctx.model)):
         try:
             pickle.dumps(obj)
@@ -284,4 +305,3 @@ def _write_payload(ctx: _Context, path: Path) -> None:
                 f"Make it picklable (no lambdas, local classes, open files), or run with workers=1 "
                 f"(executor=SerialExecutor())."
             ) from exc
-    torch.save(ctx, path)
