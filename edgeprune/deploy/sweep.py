@@ -28,6 +28,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from edgeprune.deploy.device_pool import measure_devices_concurrently
 from edgeprune.deploy.knee import DEFAULT_TAU, KneePoint, KneeResult, select_knee
 from edgeprune.deploy.targets import Target, inversion_advice, targets_from_config
 from edgeprune.errors import EdgepruneError, InvalidConfigError
@@ -370,9 +371,13 @@ def sweep(
     config = ProfileConfig.make(profile_config)
     results: dict[str, TargetResult] = {}
     failed: dict[str, str] = {}
+    # Remote devices measure in parallel (each device one target at a time) while local targets go on here.
+    remote = measure_devices_concurrently(tlist, lambda t: measure_target(t, cands, out_dir, config, size,
+                                                                          fresh=fresh))
     for t in tqdm(tlist, desc="targets", disable=None):
         try:
-            rec = measure_target(t, cands, out_dir, config, size, fresh=fresh)
+            rec = remote[t.name].result() if t.name in remote else \
+                measure_target(t, cands, out_dir, config, size, fresh=fresh)
         except EdgepruneError as exc:  # one unreachable device or missing runtime must not stop the rest
             failed[t.name] = f"{type(exc).__name__}: {exc}"
             continue
