@@ -159,7 +159,10 @@ class RayExecutor:
     @property
     def workers(self) -> int:
         """Tasks the cluster can run at once (CPUs / num_cpus); 1 before connecting."""
-        ray = import_ray()
+        try:
+            import ray
+        except ImportError:
+            return 1
         if not ray.is_initialized():
             return 1
         return max(1, int(ray.cluster_resources().get("CPU", 1) // self.num_cpus))
