@@ -6,8 +6,9 @@ with the same weights, architecture, rates, criterion, rounding and evaluator se
 nothing.
 
 Workers receive the model, example inputs and evaluator by pickle (written once to a payload file
-that each worker loads once). So for ``workers > 1`` the evaluator must be picklable: no lambdas,
-open files or live sockets in it, and its class importable by module path.
+that each worker loads once; an executor with ``ships_objects``, such as Ray, carries them itself).
+So for ``workers > 1`` the evaluator must be picklable: no lambdas, open files or live sockets in it,
+and its class importable by module path.
 """
 
 from __future__ import annotations
