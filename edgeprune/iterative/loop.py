@@ -298,7 +298,8 @@ def iterative_prune(
     Stops when ``iterations`` are done, a sparsity target is reached, the metric falls below
     ``metric_floor`` (the final candidate is then the last one at or above it), or nothing is left
     to select. Rerunning the same call resumes; a different model or config is refused unless
-    ``fresh=True`` (which moves the old run folder aside).
+    ``fresh=True`` (which moves the old run folder aside). Each iteration fine-tunes ``finetune_steps``
+    steps (default 200); sensitivity runs on ``executor`` (default: a local process pool).
     """
     targets = {"iterations": iterations, "param_sparsity": target_param_sparsity,
                "flops_sparsity": target_flops_sparsity, "metric_floor": metric_floor}
