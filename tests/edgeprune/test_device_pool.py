@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import importlib
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
+from sweep_helpers import conv_candidate
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sweep_helpers import conv_candidate  # noqa: E402
-
-from edgeprune.deploy.device_pool import device_key, measure_devices_concurrently  # noqa: E402
-from edgeprune.deploy.targets import targets_from_config  # noqa: E402
-from edgeprune.errors import DeviceUnreachableError  # noqa: E402
-from edgeprune.runtimes.profiling import LatencyStats  # noqa: E402
+from edgeprune.deploy.device_pool import device_key, measure_devices_concurrently
+from edgeprune.deploy.targets import targets_from_config
+from edgeprune.errors import DeviceUnreachableError
+from edgeprune.runtimes.profiling import LatencyStats
 
 sweep_mod = importlib.import_module("edgeprune.deploy.sweep")  # the package exports a function of that name
 
