@@ -36,6 +36,8 @@ class LocalRayCluster:
     def __init__(self, workers: int = 1, cpus: int = 1, timeout: float = 180.0) -> None:
         self.port = _free_port()
         self.address = f"127.0.0.1:{self.port}"
+        self.client_port = _free_port()
+        self.client_address = f"ray://127.0.0.1:{self.client_port}"
         self.temp_dir = tempfile.mkdtemp(prefix="epray-", dir="/tmp")  # short: Ray's sockets live here
         self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0",
                     "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
@@ -49,7 +51,7 @@ class LocalRayCluster:
         common = [f"--num-cpus={self.cpus}", "--num-gpus=0", "--node-ip-address=127.0.0.1",
                   "--disable-usage-stats"]
         self._ray("start", "--head", f"--port={self.port}", "--include-dashboard=false",
-                  f"--temp-dir={self.temp_dir}", *common)
+                  f"--ray-client-server-port={self.client_port}", f"--temp-dir={self.temp_dir}", *common)
         for _ in range(self.workers):
             self._ray("start", f"--address={self.address}", *common)
         return self

@@ -117,6 +117,22 @@ def test_cluster_run_interrupted_resumes_locally(cluster, reference, tmp_path):
     _same(table, reference)
 
 
+def test_ray_client_address(cluster, reference, tmp_path):
+    """ray://host:port (Ray Client, the way to reach a remote cluster's head) gives the same results."""
+    if ray.is_initialized():
+        ray.shutdown()
+    model = tiny.tiny_model()
+    groups = reference.groups[:2]
+    try:
+        table = sensitivity(model, X, tiny.TinyEvaluator(model), rates=RATES, groups=groups,
+                            executor=RayExecutor(address=cluster.client_address), progress=False)
+    finally:
+        ray.shutdown()
+    assert len(table.rows) == 2 * len(groups)
+    for row in table.rows:
+        assert row.metric == pytest.approx(reference.row(row.group, row.rate).metric, rel=1e-5)
+
+
 def test_ray_config_errors_are_clear():
     with pytest.raises(InvalidConfigError, match="host:port"):
         RayExecutor(address="nowhere")
