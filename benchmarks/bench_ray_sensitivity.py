@@ -14,11 +14,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -49,29 +46,15 @@ class FidelityBench:
         return {"kind": "bench-fidelity", "n": len(self.inputs)}
 
 
-def _ray_bin() -> str:
-    return str(Path(sys.executable).with_name("ray"))
+def local_cluster():
+    """``tests/edgeprune/ray_cluster.py``'s LocalRayCluster: 2 nodes x 1 CPU, stopped by pid, not by name."""
+    import importlib.util
 
-
-def start_cluster(env: dict) -> tuple[str, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    tmp = tempfile.mkdtemp(prefix="epbench-", dir="/tmp")
-    common = ["--num-cpus=1", "--num-gpus=0", "--node-ip-address=127.0.0.1", "--disable-usage-stats"]
-    run = dict(env=env, check=True, timeout=180, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    subprocess.run([_ray_bin(), "start", "--head", f"--port={port}", "--include-dashboard=false",
-                    f"--temp-dir={tmp}", *common], **run)
-    subprocess.run([_ray_bin(), "start", f"--address=127.0.0.1:{port}", *common], **run)
-    return f"127.0.0.1:{port}", tmp
-
-
-def stop_cluster(env: dict) -> None:
-    import ray
-
-    ray.shutdown()
-    subprocess.run([_ray_bin(), "stop", "--force"], env=env, timeout=120,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    path = Path(__file__).resolve().parents[1] / "tests" / "edgeprune" / "ray_cluster.py"
+    spec = importlib.util.spec_from_file_location("ray_cluster", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.LocalRayCluster(workers=1)
 
 
 def cov(xs: list[float]) -> float:
@@ -95,10 +78,10 @@ def main() -> None:
     x = torch.zeros(1, 3, args.size, args.size)
     groups = [g.id for g in trace(model, x).groups if g.prunable][: args.groups]
     ev = FidelityBench(model, args.size, args.images)
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     load = " ".join(f"{v:.1f}" for v in os.getloadavg())
-    address, _ = start_cluster(env)
+    cluster = local_cluster().start()
+    address = cluster.address
     try:
         executors = {"serial (1 process)": SerialExecutor(),
                      "process pool (2 workers)": LocalProcessExecutor(2),
@@ -112,7 +95,7 @@ def main() -> None:
                 times[name].append(time.perf_counter() - t0)
                 print(f"round {r + 1} {name}: {times[name][-1]:.2f} s", file=sys.stderr, flush=True)
     finally:
-        stop_cluster(env)
+        cluster.stop()
     ref = {(row.group, row.rate): row.metric for row in tables["serial (1 process)"].rows}
     for name, t in tables.items():
         worst = max(abs(row.metric - ref[(row.group, row.rate)]) for row in t.rows)

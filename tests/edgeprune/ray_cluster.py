@@ -1,13 +1,12 @@
-"""A real Ray cluster on 127.0.0.1 (a head and worker nodes, started with ``ray start``) for the tests,
-and an evaluator that logs every finished evaluation, so tests can count what ran where.
-
-Importable as ``ray_cluster`` (this folder on sys.path / PYTHONPATH of the Ray nodes), so Ray workers
-can unpickle ``CountingEvaluator``.
+"""A real Ray cluster on 127.0.0.1 (a head and worker nodes, started with ``ray start``), stopped by
+pid so that other Ray clusters on the machine survive. Standard library only: the benchmarks load it
+by path too.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -16,9 +15,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-import test_iterative_tinynet as tiny
-import torch
 
 HERE = Path(__file__).resolve().parent
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -31,7 +27,10 @@ def _free_port() -> int:
 
 
 class LocalRayCluster:
-    """``ray start --head`` plus ``workers`` worker nodes on this machine, one CPU each; ``stop()`` always."""
+    """``ray start --head`` plus ``workers`` worker nodes on this machine, one CPU each; ``stop()`` always.
+
+    A failed start stops what did start (``start`` raises after cleaning up).
+    """
 
     def __init__(self, workers: int = 1, cpus: int = 1, timeout: float = 180.0) -> None:
         self.port = _free_port()
@@ -48,73 +47,69 @@ class LocalRayCluster:
                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     def start(self) -> LocalRayCluster:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
         common = [f"--num-cpus={self.cpus}", "--num-gpus=0", "--node-ip-address=127.0.0.1",
                   "--disable-usage-stats"]
         self._ray("start", "--head", f"--port={self.port}", "--include-dashboard=false",
                   f"--ray-client-server-port={self.client_port}", f"--temp-dir={self.temp_dir}", *common)
         for _ in range(self.workers):
             self._ray("start", f"--address={self.address}", *common)
-        return self
 
     def stop(self) -> None:
+        """Kill this cluster's processes only (found by its own temp dir), not other Ray clusters here."""
         try:
             import ray
 
             ray.shutdown()
         except ImportError:
             pass
-        subprocess.run([RAY, "stop", "--force"], env=self.env, timeout=120,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stop_processes_under(self.temp_dir, self.port)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
-class CountingEvaluator(tiny.TinyEvaluator):
-    """TinyEvaluator that appends ``<pruned shape> <node>`` to ``log`` after each finished evaluation.
+def _cmdline_and_parent(pid: int) -> tuple[str, int]:
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return "", 0
+    return cmd, ppid
 
-    ``kill_flag``: the first process to pass ``kill_after`` logged evaluations creates this file and
-    SIGKILLs itself mid-evaluation (a worker lost as if to the OOM killer). ``stop_after``: raises once
-    the log holds that many lines (an interrupted run). ``hold``: seconds each evaluation takes.
-    """
 
-    def __init__(self, teacher, log: str, hold: float = 0.0, kill_flag: str | None = None,
-                 kill_after: int = 2, stop_after: int | None = None) -> None:
-        super().__init__(teacher)
-        self.log, self.hold, self.kill_flag = log, hold, kill_flag
-        self.kill_after, self.stop_after = kill_after, stop_after
-
-    def _lines(self) -> list[str]:
-        return Path(self.log).read_text().splitlines() if os.path.exists(self.log) else []
-
-    def __call__(self, model):
-        if self.stop_after is not None and len(self._lines()) >= self.stop_after:
-            raise RuntimeError("interrupted on purpose")
-        time.sleep(self.hold)
-        if self.kill_flag and len(self._lines()) >= self.kill_after:
-            try:
-                fd = os.open(self.kill_flag, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                pass
-            else:
-                os.write(fd, str(os.getpid()).encode())
-                os.close(fd)
-                os.kill(os.getpid(), signal.SIGKILL)
-        out = super().__call__(model)
-        shape = "-".join(str(m.out_channels) for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+def stop_processes_under(temp_dir: str, port: int, timeout: float = 30.0) -> None:
+    """SIGKILL, by pid, every process whose command line names ``temp_dir`` or the GCS ``port``, and their
+    descendants (Ray workers and agents rename themselves); wait until they are gone. ``ray stop
+    --force`` would stop every Ray cluster on the machine, other test runs' included."""
+    gcs = re.compile(rf"address=\S*:{port}(\s|$)")
+    procs = {int(p.name): _cmdline_and_parent(int(p.name)) for p in Path("/proc").iterdir()
+             if p.name.isdigit()}
+    mine = {pid for pid, (cmd, _) in procs.items()
+            if (temp_dir in cmd or gcs.search(cmd)) and pid != os.getpid()}
+    grew = True
+    while grew:
+        kids = {pid for pid, (_, ppid) in procs.items() if ppid in mine and pid != os.getpid()} - mine
+        grew = bool(kids)
+        mine |= kids
+    for pid in mine:
         try:
-            import ray
-
-            node = ray.get_runtime_context().get_node_id()[:8] if ray.is_initialized() else "driver"
-        except ImportError:
-            node = "driver"
-        with open(self.log, "a", encoding="utf-8") as f:
-            f.write(f"{shape} {node} {os.getpid()}\n")
-        return out
-
-    def settings(self) -> dict:
-        return super().settings()  # the log and kill switches do not change a result
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() and
+                                              "Z" not in _state(pid) for pid in mine):
+        time.sleep(0.2)
 
 
-def logged(path: str | Path) -> list[list[str]]:
-    """The evaluation log: one ``[shape, node, pid]`` per finished evaluation."""
-    p = Path(path)
-    return [line.split() for line in p.read_text().splitlines()] if p.exists() else []
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "Z"

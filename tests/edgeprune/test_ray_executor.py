@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import ray_cluster
+import ray_counting
 import test_iterative_tinynet as tiny
 import torch
 
@@ -47,7 +48,7 @@ def _evals(log: Path) -> list[str]:
     """Pruned shapes of the finished (group, rate) evaluations; the unpruned baseline is left out."""
     unpruned = "-".join(str(m.out_channels) for m in tiny.tiny_model().modules()
                         if isinstance(m, torch.nn.Conv2d))
-    return [e[0] for e in ray_cluster.logged(log) if e[0] != unpruned]
+    return [e[0] for e in ray_counting.logged(log) if e[0] != unpruned]
 
 
 def _metrics(table) -> dict:
@@ -73,7 +74,7 @@ def test_killed_worker_is_retried_and_nothing_runs_twice(cluster, reference, tmp
     model = tiny.tiny_model()
     ex = RayExecutor(address=cluster.address, max_retries=3)
     assert len([n for n in (ex.connect().nodes()) if n["Alive"]]) == 2  # the head and the worker node
-    ev = ray_cluster.CountingEvaluator(model, str(tmp_path / "log"), hold=0.2,
+    ev = ray_counting.CountingEvaluator(model, str(tmp_path / "log"), hold=0.2,
                                        kill_flag=str(tmp_path / "killed"), kill_after=2)
     table = sensitivity(model, X, ev, rates=RATES, executor=ex, cache_dir=tmp_path / "cache", progress=False)
     assert (tmp_path / "killed").exists()  # a worker really died mid-evaluation
@@ -88,12 +89,12 @@ def test_local_run_interrupted_resumes_on_the_cluster(cluster, reference, tmp_pa
     model = tiny.tiny_model()
     cache, log = tmp_path / "cache", tmp_path / "log"
     with pytest.raises(RuntimeError, match="on purpose"):
-        sensitivity(model, X, ray_cluster.CountingEvaluator(model, str(log), stop_after=4), rates=RATES,
+        sensitivity(model, X, ray_counting.CountingEvaluator(model, str(log), stop_after=4), rates=RATES,
                     executor=SerialExecutor(), cache_dir=cache, progress=False)
     first = _evals(log)
     assert len(first) == 3  # the baseline and three (group, rate) results, then the stop
     log2 = tmp_path / "log2"
-    table = sensitivity(model, X, ray_cluster.CountingEvaluator(model, str(log2)), rates=RATES,
+    table = sensitivity(model, X, ray_counting.CountingEvaluator(model, str(log2)), rates=RATES,
                         executor=RayExecutor(address=cluster.address), cache_dir=cache, progress=False)
     second = _evals(log2)
     assert len(second) == len(reference.rows) - len(first)  # finished results are never recomputed
@@ -105,13 +106,13 @@ def test_cluster_run_interrupted_resumes_locally(cluster, reference, tmp_path):
     model = tiny.tiny_model()
     cache, log = tmp_path / "cache", tmp_path / "log"
     with pytest.raises(RuntimeError, match="on purpose"):
-        sensitivity(model, X, ray_cluster.CountingEvaluator(model, str(log), hold=0.2, stop_after=5),
+        sensitivity(model, X, ray_counting.CountingEvaluator(model, str(log), hold=0.2, stop_after=5),
                     rates=RATES, executor=RayExecutor(address=cluster.address), cache_dir=cache,
                     progress=False)
     cached = len(list(cache.glob("*/rows/*.json")))
     assert 1 <= cached < len(reference.rows)
     log2 = tmp_path / "log2"
-    table = sensitivity(model, X, ray_cluster.CountingEvaluator(model, str(log2)), rates=RATES,
+    table = sensitivity(model, X, ray_counting.CountingEvaluator(model, str(log2)), rates=RATES,
                         executor=SerialExecutor(), cache_dir=cache, progress=False)
     assert len(_evals(log2)) == len(reference.rows) - cached  # only what the cluster had not delivered
     _same(table, reference)
