@@ -1,7 +1,7 @@
 """Sensitivity on a real Ray cluster on 127.0.0.1: a worker killed mid-task, resume cluster <-> local.
 
 Needs the ``ray`` extra (installed by ``make setup``); the cluster (a head and one worker node, one CPU
-each) is started with ``ray start`` and always stopped with ``ray stop --force``.
+each) is started with ``ray start`` and always stopped, its own processes only (``ray_cluster.py``).
 """
 
 from __future__ import annotations
