@@ -32,7 +32,7 @@ class LocalRayCluster:
     A failed start stops what did start (``start`` raises after cleaning up).
     """
 
-    def __init__(self, workers: int = 1, cpus: int = 1, timeout: float = 180.0) -> None:
+    def __init__(self, workers: int = 1, cpus: int = 1, gpus: int = 0, timeout: float = 180.0) -> None:
         self.port = _free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.client_port = _free_port()
@@ -40,7 +40,7 @@ class LocalRayCluster:
         self.temp_dir = tempfile.mkdtemp(prefix="epray-", dir="/tmp")  # short: Ray's sockets live here
         self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0",
                     "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
-        self.workers, self.cpus, self.timeout = workers, cpus, timeout
+        self.workers, self.cpus, self.gpus, self.timeout = workers, cpus, gpus, timeout
 
     def _ray(self, *args: str) -> None:
         subprocess.run([RAY, *args], env=self.env, check=True, timeout=self.timeout,
@@ -55,7 +55,7 @@ class LocalRayCluster:
         return self
 
     def _start(self) -> None:
-        common = [f"--num-cpus={self.cpus}", "--num-gpus=0", "--node-ip-address=127.0.0.1",
+        common = [f"--num-cpus={self.cpus}", f"--num-gpus={self.gpus}", "--node-ip-address=127.0.0.1",
                   "--disable-usage-stats"]
         self._ray("start", "--head", f"--port={self.port}", "--include-dashboard=false",
                   f"--ray-client-server-port={self.client_port}", f"--temp-dir={self.temp_dir}", *common)

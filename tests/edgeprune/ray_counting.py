@@ -65,3 +65,20 @@ def logged(path: str | Path) -> list[list[str]]:
     """The evaluation log: one ``[shape, node, pid]`` per finished evaluation."""
     p = Path(path)
     return [line.split() for line in p.read_text().splitlines()] if p.exists() else []
+
+
+class DeviceEvaluator(tiny.TinyEvaluator):
+    """TinyEvaluator that runs on the model's device and logs that device's type per evaluation."""
+
+    def __init__(self, teacher, log: str) -> None:
+        super().__init__(teacher)
+        self.log = log
+
+    def __call__(self, model):
+        device = next(model.parameters()).device
+        with open(self.log, "a", encoding="utf-8") as f:
+            f.write(f"{device.type}\n")
+        with torch.no_grad():
+            out = model.eval()(self.inputs.to(device)).cpu()
+        rel = float(((out - self.target) ** 2).mean() / self.target.var())
+        return {"fidelity": 1.0 / (1.0 + rel), "rel_mse": rel}

@@ -183,3 +183,23 @@ def test_prune_config_and_cli_choose_the_executor(tmp_path):
         _check_executor({"kind": "ray", "address": "head"})
     with pytest.raises(InvalidConfigError, match="executor.max_retries.*kind: ray only"):
         _check_executor({"kind": "local", "max_retries": 2})
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")
+def test_tasks_get_a_gpu_and_evaluate_on_it(tmp_path):
+    if ray.is_initialized():
+        ray.shutdown()
+    gpu_cluster = ray_cluster.LocalRayCluster(workers=0, gpus=1)
+    try:
+        gpu_cluster.start()
+        model = tiny.tiny_model()
+        ex = RayExecutor(address=gpu_cluster.address)  # num_gpus="auto"
+        ev = ray_counting.DeviceEvaluator(model, str(tmp_path / "log"))
+        table = sensitivity(model, X, ev, rates=(0.5,), executor=ex, progress=False)
+        assert ex.gpus_per_task(ray) == 1.0
+    finally:
+        gpu_cluster.stop()
+    devices = (tmp_path / "log").read_text().split()
+    assert devices[0] == "cpu"  # the baseline, on the driver
+    assert devices[1:] and set(devices[1:]) == {"cuda"} and len(devices) == 1 + len(table.rows)
