@@ -94,3 +94,12 @@ class ClusterError(EdgepruneError):
 
 class ProtocolError(DeviceError):
     """A job manifest is malformed, tampered with, or of an unknown protocol version."""
+
+
+class PruneVerificationError(EdgepruneError):
+    """Removing channels with zero contribution changed the model's outputs on the example input:
+    the forward reads channel counts in a way the trace did not see. The model is left unchanged."""
+
+
+class RunLockedError(EdgepruneError):
+    """Another process is using this run folder (it holds the folder's lock)."""

@@ -23,6 +23,13 @@ from torch import nn
 
 from edgeprune._version import __version__
 from edgeprune.errors import ExportError, InvalidModelError, MissingDependencyError
+from edgeprune.export_check import (
+    capture_tracer_warnings,
+    check_second_input,
+    check_tracer_warnings,
+    reference_outputs,
+    second_input,
+)
 from edgeprune.runtimes.fileio import atomic_write_bytes
 
 INPUT_NAME = "images"
@@ -65,7 +72,7 @@ def _output_path(path: str | os.PathLike) -> Path:
     return out
 
 
-def _torch_export(model: nn.Module, x: torch.Tensor, tmp_path: Path, opset: int) -> None:
+def _torch_export(model: nn.Module, x: torch.Tensor, tmp_path: Path, opset: int) -> list[str]:
     """torch.onnx.export with the TorchScript exporter: works offline, no onnxscript needed.
 
     torch >= 2.9 defaults to the dynamo exporter (needs onnxscript); the TorchScript path is
@@ -76,9 +83,9 @@ def _torch_export(model: nn.Module, x: torch.Tensor, tmp_path: Path, opset: int)
     if "dynamo" in inspect.signature(torch.onnx.export).parameters:
         kwargs["dynamo"] = False
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # legacy-exporter deprecation and tracer warnings
+        with capture_tracer_warnings() as tracer_warnings:  # deprecation notices hidden, tracer ones kept
             torch.onnx.export(model, (x,), str(tmp_path), **kwargs)
+        return tracer_warnings
     except (ImportError, ModuleNotFoundError) as e:
         raise MissingDependencyError("onnxscript", detail=f"torch.onnx.export needs it here: {e}") from e
     except Exception as e:  # the exporter raises many types; the user needs the op and the cause
@@ -169,10 +176,13 @@ def export_onnx(
     verify: bool = True,
     rtol: float = 1e-3,
     atol: float = 1e-4,
+    allow_tracer_warnings: bool = False,
 ) -> ExportResult:
     """Export ``model`` (eval-mode forward) to ONNX at ``path``: static shapes, verified, with metadata.
 
     ``metadata`` is merged into the stored JSON (e.g. ``{"sparsity": 0.5, "plan_sha256": ...}``).
+    Torch tracer warnings (value-dependent Python control flow) are an ExportError unless
+    ``allow_tracer_warnings``; ``verify`` also compares ONNX and PyTorch on a second, different input.
     """
     import onnx
 
@@ -193,9 +203,11 @@ def export_onnx(
             got = tuple(ref.shape) if isinstance(ref, torch.Tensor) else type(ref).__name__
             raise InvalidModelError(f"model.eval() forward must return one tensor [B, N, 5 + nc], got {got}")
         meta = _build_metadata(model, x, ref, metadata)
+        x2 = second_input(x)
+        ref2 = reference_outputs(model, x2) if verify else None
         with tempfile.TemporaryDirectory(prefix="edgeprune-export-") as tmp:
             tmp_file = Path(tmp) / "model.onnx"
-            _torch_export(model, x, tmp_file, opset)
+            check_tracer_warnings(_torch_export(model, x, tmp_file, opset), allow_tracer_warnings)
             proto = onnx.load(str(tmp_file))
     finally:
         model.train(was_training)
@@ -214,6 +226,8 @@ def export_onnx(
     if verify:
         x_np = x.detach().cpu().float().numpy()
         max_diff = _compare(_run_ort(data, x_np), ref.detach().cpu().float().numpy(), rtol, atol)
+        check_second_input(lambda a: _run_ort(data, a), x2.detach().cpu().float().numpy(), ref2,
+                           lambda got, want: _compare(got, want, rtol, atol))
     try:
         atomic_write_bytes(out_path, data)
     except OSError as e:

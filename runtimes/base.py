@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tempfile
@@ -71,7 +72,14 @@ class Artifact:
             path = path / ARTIFACT_JSON
         if not path.is_file():
             raise InvalidConfigError(f"no compiled artifact at {path} (expected {ARTIFACT_JSON})")
-        art = cls.from_dict(read_json(path))
+        try:
+            data = read_json(path)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InvalidConfigError(f"{path} is not valid JSON ({exc}); delete the folder to compile "
+                                     "again") from None
+        if not isinstance(data, dict):
+            raise InvalidConfigError(f"{path} is not an artifact description (a JSON object)")
+        art = cls.from_dict(data)
         base = path.parent.resolve()
         art.path = str((base / art.path).resolve())
         art.files = [str((base / f).resolve()) for f in art.files]
@@ -205,12 +213,47 @@ class Session(ABC):
         """Run the model on already validated feeds."""
 
 
+def check_compile_paths(onnx_path: Any, workdir: Any) -> None:
+    """``InvalidConfigError`` unless ``onnx_path`` is a file and ``workdir`` can be a folder."""
+    if onnx_path is not None:
+        src = Path(onnx_path)
+        if src.is_dir():
+            raise InvalidConfigError(f"{src} is a folder; compile takes an ONNX file "
+                                     f"(e.g. {src / 'model.onnx'})")
+        if not src.is_file():
+            raise InvalidConfigError(f"ONNX file not found: {src}")
+    if workdir is not None:
+        p = Path(workdir)
+        while not p.exists() and p != p.parent:
+            p = p.parent
+        if p.exists() and not p.is_dir():
+            raise InvalidConfigError(f"workdir {workdir} cannot be a folder: {p} is a file; "
+                                     "give a folder path")
+
+
 class Runtime(ABC):
     """A runtime backend: ``compile`` an ONNX file into an Artifact, open it as a ``session``."""
 
     name: str = ""
     extra: str = ""
     precisions: tuple = ("fp32",)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Every backend's ``compile`` first checks its two paths (one place for all runtimes)."""
+        super().__init_subclass__(**kwargs)
+        fn = cls.__dict__.get("compile")
+        if fn is None or getattr(fn, "_checks_paths", False):
+            return
+
+        @functools.wraps(fn)
+        def compile(self: Any, *args: Any, **kw: Any) -> Any:
+            onnx_path = args[0] if args else kw.get("onnx_path")
+            workdir = args[1] if len(args) > 1 else kw.get("workdir")
+            check_compile_paths(onnx_path, workdir)
+            return fn(self, *args, **kw)
+
+        compile._checks_paths = True  # type: ignore[attr-defined]
+        cls.compile = compile  # type: ignore[method-assign]
 
     @abstractmethod
     def version(self) -> str:

@@ -18,12 +18,12 @@ import shutil
 import subprocess
 import tempfile
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import numpy as np
 
-from edgeprune.errors import BundleError, IncompatibleArtifactError
+from edgeprune.errors import BundleError, IncompatibleArtifactError, InvalidInputError
 from edgeprune.runtimes.fileio import read_json, sha256_file
 from edgeprune.runtimes.postprocess import Detections, postprocess
 from edgeprune.runtimes.preprocess import boxes_from_letterbox, preprocess
@@ -46,6 +46,44 @@ REQUIRED = (
 VERSION_LOCKED = ("tensorrt",)
 
 
+def confined(root: Path, rel: Any, what: str) -> Path:
+    """``root / rel`` for a relative path that stays inside ``root`` with no symlink on the way;
+    ``BundleError`` otherwise (a manifest must not make us read or run files outside its bundle)."""
+    if not isinstance(rel, str) or not rel or "\x00" in rel:
+        raise BundleError(f"bundle {root}: {what} must be a relative path inside the bundle, got {rel!r}")
+    pure = PurePosixPath(rel.replace("\\", "/"))
+    if pure.is_absolute() or PureWindowsPath(rel).drive or ".." in pure.parts:
+        raise BundleError(f"bundle {root}: {what} {rel!r} points outside the bundle folder; bundle paths "
+                          "must be relative and stay inside it (rewrite the bundle with write_bundle)")
+    p = root
+    for part in pure.parts:
+        p = p / part
+        if p.is_symlink():
+            raise BundleError(f"bundle {root}: {what} {rel!r} goes through the symlink {p}; bundles may not "
+                              "contain symlinks (copy the file in and rewrite the bundle)")
+    real_root = root.resolve()
+    real = p.resolve()
+    if real != real_root and real_root not in real.parents:
+        raise BundleError(f"bundle {root}: {what} {rel!r} resolves outside the bundle folder")
+    return p
+
+
+def check_postprocess(pp: Any, where: str) -> None:
+    """Numeric post-processing settings must be numbers in range (``BundleError`` naming the field)."""
+    if not isinstance(pp, dict):
+        raise BundleError(f"{where}: 'postprocess' must be a mapping, got {pp!r}")
+    for key in ("conf_thres", "iou_thres"):
+        v = pp.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1):
+            raise BundleError(f"{where}: postprocess.{key} must be a number between 0 and 1, got {v!r}")
+    v = pp.get("max_det")
+    if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+        raise BundleError(f"{where}: postprocess.max_det must be a positive integer, got {v!r}")
+    v = pp.get("class_agnostic")
+    if v is not None and not isinstance(v, bool):
+        raise BundleError(f"{where}: postprocess.class_agnostic must be true or false, got {v!r}")
+
+
 def read_manifest(path: str | os.PathLike) -> dict:
     """Read and validate ``manifest.json`` of the bundle folder ``path``; ``BundleError`` if malformed."""
     path = Path(path)
@@ -54,8 +92,10 @@ def read_manifest(path: str | os.PathLike) -> dict:
         raise BundleError(f"not a bundle: {mpath} is missing")
     try:
         m = read_json(mpath)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise BundleError(f"{mpath} is not valid JSON: {exc}") from None
+    except OSError as exc:
+        raise BundleError(f"cannot read {mpath}: {exc.strerror or exc}") from None
     if not isinstance(m, dict) or m.get("format") != FORMAT:
         raise BundleError(f"{mpath} is not an edgeprune bundle manifest (format != '{FORMAT}')")
     if m.get("format_version") != FORMAT_VERSION:
@@ -66,8 +106,29 @@ def read_manifest(path: str | os.PathLike) -> dict:
     missing = [k for k in REQUIRED if k not in m]
     if missing:
         raise BundleError(f"{mpath} lacks the field(s) {missing}")
-    if not isinstance(m["model"], str) or m["model"] not in m["files"]:
+    files = m["files"]
+    if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+        raise BundleError(f"{mpath}: 'files' must map relative paths to SHA-256 hex digests")
+    if not isinstance(m["model"], str) or m["model"] not in files:
         raise BundleError(f"{mpath}: 'model' must name the bundle's ONNX file listed under 'files'")
+    root = mpath.parent
+    for rel in files:
+        confined(root, rel, "file")
+    confined(root, m["model"], "'model'")
+    art = m.get("artifact")
+    if art is not None:
+        if not isinstance(art, dict):
+            raise BundleError(f"{mpath}: 'artifact' must be a mapping or null")
+        if art.get("dir") is not None:
+            confined(root, art["dir"], "'artifact.dir'")
+    check_postprocess(m["postprocess"], str(mpath))
+    for key in ("input", "output", "runtime"):
+        if not isinstance(m[key], dict):
+            raise BundleError(f"{mpath}: '{key}' must be a mapping")
+    size = m["input"].get("size")
+    if not (isinstance(size, list) and len(size) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)):
+        raise BundleError(f"{mpath}: input.size must be [height, width] in pixels, got {size!r}")
     return m
 
 
@@ -76,7 +137,7 @@ def verify_bundle(path: str | os.PathLike, manifest: dict | None = None) -> dict
     path = Path(path)
     manifest = manifest or read_manifest(path)
     for rel, digest in manifest["files"].items():
-        f = path / rel
+        f = confined(path, rel, "file")
         if not f.is_file():
             raise BundleError(f"bundle {path}: file '{rel}' listed in the manifest is missing")
         actual = sha256_file(f)
@@ -126,6 +187,46 @@ def check_artifact_compatible(runtime: str, built: dict, here_version: str, here
         )
 
 
+def check_image(image: Any) -> None:
+    """Refuse what is not a uint8 BGR ``(H, W, 3)`` image, naming the conversion to make."""
+    if not isinstance(image, np.ndarray):
+        raise InvalidInputError(f"detect() takes a numpy uint8 BGR image (H, W, 3) as cv2.imread returns, "
+                                f"got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        if np.issubdtype(image.dtype, np.floating):
+            fix = "a float image in 0..1 must be converted: (img * 255).round().astype(np.uint8)"
+        elif image.dtype == np.uint16:
+            fix = "a 16-bit image must be scaled to 8 bits: (img >> 8).astype(np.uint8)"
+        else:
+            fix = "convert it to 8-bit BGR first"
+        raise InvalidInputError(f"detect() takes a uint8 BGR image (H, W, 3), got dtype {image.dtype}; {fix}")
+    if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] < 1 or image.shape[1] < 1:
+        raise InvalidInputError(f"detect() takes a uint8 BGR image (H, W, 3), got shape {image.shape}; "
+                                "grey: cv2.cvtColor(img, cv2.COLOR_GRAY2BGR), BGRA: cv2.COLOR_BGRA2BGR")
+
+
+def _load_artifact(path: Path, art_rel: str, manifest: dict, artifact_cls: Any) -> Any:
+    """The bundle's compiled artifact; every file it names must lie in the bundle and be one of the
+    manifest's hashed files (so what is run is what was hash-checked)."""
+    art_dir = confined(path, art_rel, "'artifact.dir'")
+    try:
+        art = artifact_cls.load(art_dir)
+    except (ValueError, RecursionError) as exc:
+        raise BundleError(f"bundle {path}: {art_rel}/artifact.json is not valid JSON: {exc}") from None
+    except Exception as exc:  # noqa: BLE001  (InvalidConfigError and friends: say it is the bundle's)
+        raise BundleError(f"bundle {path}: cannot load its artifact {art_rel!r}: {exc}") from None
+    listed = set(manifest["files"])
+    root = path.resolve()
+    for f in [art.path, *art.files]:
+        real = Path(f).resolve()
+        rel = real.relative_to(root).as_posix() if root in real.parents else None
+        if rel is None or rel not in listed:
+            raise BundleError(f"bundle {path}: the artifact's file {f} is not one of the bundle's hashed "
+                              "files; refusing to run it (rebuild: load_bundle(path, rebuild=True))")
+        confined(path, rel, "artifact file")
+    return art
+
+
 class Detector:
     """A loaded bundle: ``detect(bgr_image) -> Detections`` in original image pixels, and ``timings``."""
 
@@ -169,7 +270,12 @@ class Detector:
             raise BundleError(f"bundle {path}: normalisation scale {scale} is not supported (1/255 only)")
 
     def detect(self, image_bgr: np.ndarray) -> Detections:
-        """Letterbox, infer, NMS; boxes (xyxy) come back in the ORIGINAL image's pixels."""
+        """Letterbox, infer, NMS; boxes (xyxy) come back in the ORIGINAL image's pixels.
+
+        Input contract: a ``uint8`` BGR image of shape ``(H, W, 3)``, as ``cv2.imread`` returns it;
+        anything else (float images in 0..1, 16-bit, grey, RGBA) raises ``InvalidInputError``.
+        """
+        check_image(image_bgr)
         t0 = time.perf_counter()
         x, lb = preprocess(image_bgr, self.input_size, self.pad_value)
         t1 = time.perf_counter()
@@ -250,7 +356,7 @@ def load_bundle(
     art = None
     source = "compiled from model.onnx"
     if art_rel and name == rt_info["name"] and not rebuild:
-        art = Artifact.load(path / art_rel)
+        art = _load_artifact(path, art_rel, manifest, Artifact)
         built = {**art.meta, **(manifest.get("artifact") or {})}
         check_artifact_compatible(
             name, built, rt.version(), current_gpu() if name in VERSION_LOCKED else None
@@ -258,7 +364,7 @@ def load_bundle(
         same_version = str(built.get("runtime_version") or rt.version()) == str(rt.version())
         same_threads = threads == art.options.get("threads", threads)
         if same_version and same_threads:
-            source = "bundle"
+            source = "bundle" if verify else "bundle (hashes not checked: verify=False)"
         else:  # portable runtimes: recompile rather than run an artifact from another version
             art = None
     tmp = None
@@ -270,7 +376,7 @@ def load_bundle(
             else Path(tmp := tempfile.mkdtemp(prefix="edgeprune-bundle-"))
         )
         try:
-            art = rt.compile(path / onnx_rel, wd, precision=precision, threads=threads)
+            art = rt.compile(confined(path, onnx_rel, "'model'"), wd, precision=precision, threads=threads)
         except BaseException:
             if tmp:
                 shutil.rmtree(tmp, ignore_errors=True)

@@ -45,9 +45,12 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    """Read a JSON file."""
+    """Read a JSON file; ``ValueError`` (not RecursionError) for one nested too deeply to parse."""
     with open(path, encoding="utf-8") as f:
-        return json.load(f)
+        try:
+            return json.load(f)
+        except RecursionError:
+            raise ValueError(f"{path}: JSON nested too deeply") from None
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -79,4 +82,8 @@ def read_yaml_config(path: str | os.PathLike) -> tuple[Any, Path]:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise InvalidConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    except UnicodeDecodeError:
+        raise InvalidConfigError(f"config file {path} is not UTF-8 text (is it a binary file?)") from None
+    except RecursionError:
+        raise InvalidConfigError(f"config file {path} is nested too deeply to be a config") from None
     return data, path.resolve().parent

@@ -4,6 +4,7 @@ numbers are noisy (CoV above a threshold) instead of hiding it. Pure numpy; torc
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -30,6 +31,10 @@ class ProfileConfig:
     includes: str = "inference"
 
     def __post_init__(self) -> None:
+        for name in ("warmup_runs", "warmup_s", "min_runs", "min_s", "cov_threshold", "max_repeats"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.number)) or not math.isfinite(v):
+                raise InvalidConfigError(f"profile config: {name} must be a finite number, got {v!r}")
         if self.warmup_runs < 0 or self.min_runs < 1 or self.warmup_s < 0 or self.min_s < 0:
             raise InvalidConfigError(
                 f"profile config: counts and seconds must be >= 0 (min_runs >= 1): {self}"

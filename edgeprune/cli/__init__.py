@@ -37,6 +37,15 @@ def main(argv: list[str] | None = None) -> int:
     except EdgepruneError as exc:
         print(f"edgeprune: error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # a file the user named cannot be read or written: one line, not a traceback
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"edgeprune: error: {exc.strerror or exc}{where} (check the path and its permissions)",
+              file=sys.stderr)
+        return 1
+    except RecursionError:
+        print("edgeprune: error: an input file is nested too deeply to be read (is it the right file?)",
+              file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("edgeprune: interrupted", file=sys.stderr)
         return 130

@@ -69,6 +69,14 @@ def validate(raw: Any, base: Path) -> SweepConfig:
     for key in ("profile", "postprocess", "evaluate_pick"):
         if raw.get(key) is not None and not isinstance(raw[key], dict):
             raise _fail(key, f"must be a mapping, got {raw[key]!r}")
+    if raw.get("postprocess") is not None:
+        from edgeprune.errors import BundleError
+        from edgeprune.runtimes.bundle import check_postprocess
+
+        try:  # checked now: a bad threshold would otherwise surface only when the bundle is loaded
+            check_postprocess(raw["postprocess"], "sweep config")
+        except BundleError as e:
+            raise InvalidConfigError(str(e)) from None
     if raw.get("evaluate_pick") and "data" not in raw["evaluate_pick"]:
         raise _fail("evaluate_pick.data", "is required (a YOLO-format dataset folder)")
     size = raw.get("img_size")

@@ -192,8 +192,6 @@ def model_factory(cfg: PruneConfig) -> Callable[[], Any]:
         raise _fail("model.weights", f"file {weights} not found")
 
     def build() -> Any:
-        import torch
-
         import edgeprune.models as models
 
         if m.get("builtin") == "demo":
@@ -211,9 +209,9 @@ def model_factory(cfg: PruneConfig) -> Callable[[], Any]:
                 raise _fail("model.python", f"cannot import {m['python']!r}: {exc}") from exc
             model = fn(**(m.get("kwargs") or {}))
         if weights is not None:
-            state = torch.load(weights, map_location="cpu", weights_only=True)
-            state = state.get("model", state) if isinstance(state, dict) else state
-            model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+            from edgeprune.weights_io import load_weights
+
+            load_weights(model, weights)
         return model.eval()
 
     return build

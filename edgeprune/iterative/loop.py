@@ -27,6 +27,7 @@ from edgeprune.iterative.executors import Executor
 from edgeprune.iterative.hashing import describe_callable, input_signature, state_dict_sha256
 from edgeprune.iterative.selection import SelectionConfig, explain, select
 from edgeprune.iterative.sensitivity import DEFAULT_RATES, _evaluate, sensitivity
+from edgeprune.runlock import locks_run_dir
 from edgeprune.runtimes.fileio import atomic_write_text, read_json, write_json
 
 RUN_FORMAT = 1
@@ -234,10 +235,10 @@ def _iteration(run: _Run, i: int) -> dict | None:
          + ", ".join(f"{g}@{r:g}" for g, r in chosen.items()))
 
     t0 = time.perf_counter()
-    step = plan(trace(current, run.example_inputs), rates=chosen, criterion=run.criterion,
-                round_to=run.round_to)
+    graph = trace(current, run.example_inputs)
+    step = plan(graph, rates=chosen, criterion=run.criterion, round_to=run.round_to)
     cumulative = PruningPlan.from_json(prev_plan_json).then(step)
-    pruned = apply(current, step)
+    pruned = apply(current, step, run.example_inputs, graph=graph)  # verified: zeroed-channel check
     seconds["prune"] = time.perf_counter() - t0
     pruned_path = d / "pruned.json"
     if pruned_path.exists():
@@ -272,6 +273,7 @@ def _iteration(run: _Run, i: int) -> dict | None:
     return run.record(i, model, metrics, before, cumulative.sha256(), chosen, seconds)
 
 
+@locks_run_dir("run_dir")
 def iterative_prune(
     model: nn.Module,
     example_inputs: Any,

@@ -14,6 +14,7 @@ and its class importable by module path.
 from __future__ import annotations
 
 import copy
+import hashlib
 import os
 import pickle
 import re
@@ -31,7 +32,7 @@ from edgeprune.errors import InvalidConfigError
 from edgeprune.iterative.executors import Executor, SerialExecutor, default_executor
 from edgeprune.iterative.hashing import describe_callable, input_signature, json_sha256, state_dict_sha256
 from edgeprune.iterative.table import SensitivityRow, SensitivityTable
-from edgeprune.runtimes.fileio import read_json, write_json
+from edgeprune.runtimes.fileio import atomic_write_bytes, read_json, write_json
 
 CACHE_FORMAT = 1
 DEFAULT_RATES = (0.25, 0.5, 0.75)
@@ -61,17 +62,19 @@ _WORKER_CONTEXTS: dict[str, _Context] = {}  # payload path -> context, one load 
 class _Job:
     """Evaluates one task. Pickles as its payload path only, never the model itself."""
 
-    def __init__(self, payload_path: str | None, context: _Context | None = None) -> None:
+    def __init__(self, payload_path: str | None, context: _Context | None = None, sha256: str = "") -> None:
         self.payload_path = payload_path
+        self.sha256 = sha256
         self._context = context
 
     def __getstate__(self) -> dict:
         if self.payload_path is None:  # an executor that ships objects itself (Ray's object store)
             return {"payload_path": None, "context": self._context}
-        return {"payload_path": self.payload_path}
+        return {"payload_path": self.payload_path, "sha256": self.sha256}
 
     def __setstate__(self, state: dict) -> None:
         self.payload_path = state["payload_path"]
+        self.sha256 = state.get("sha256", "")
         self._context = state.get("context")
 
     def context(self) -> _Context:
@@ -79,7 +82,7 @@ class _Job:
             ctx = _WORKER_CONTEXTS.get(self.payload_path)
             if ctx is None:
                 try:
-                    ctx = torch.load(self.payload_path, weights_only=False)
+                    ctx = _read_payload(self.payload_path, self.sha256)
                 except (ImportError, AttributeError) as exc:  # pickled by reference to a class not found
                     raise InvalidConfigError(
                         f"a sensitivity worker could not load the model/evaluator: {exc}. Their classes must "
@@ -276,8 +279,7 @@ def _run(pending: list[_Task], model: nn.Module, example_inputs: Any, evaluator:
     else:
         # Payload goes next to the cache (a shared folder serves a cluster executor too), else to /tmp.
         tmpdir = Path(tempfile.mkdtemp(prefix=".payload-", dir=cache)) if cache else Path(tempfile.mkdtemp())
-        job = _Job(str(tmpdir / "payload.pt"))
-        _write_payload(ctx, tmpdir / "payload.pt")
+        job = _Job(str(tmpdir / "payload.pkl"), sha256=_write_payload(ctx, tmpdir / "payload.pkl"))
     bar = tqdm(total=len(pending), desc="sensitivity", unit="eval", disable=None if progress else True)
     try:
         for res in executor.map(job, pending):
@@ -291,9 +293,23 @@ def _run(pending: list[_Task], model: nn.Module, example_inputs: Any, evaluator:
             shutil.rmtree(tmpdir, ignore_errors=True)
 
 
-def _write_payload(ctx: _Context, path: Path) -> None:
+def _read_payload(path: str, sha256: str) -> _Context:
+    """The context this process's parent wrote. It is unpickled (it holds the user's evaluator) only
+    after its SHA-256 matches the digest the job carried over the executor's own channel, so a file
+    swapped in the folder is refused rather than run."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if not sha256 or hashlib.sha256(data).hexdigest() != sha256:
+        raise InvalidConfigError(f"sensitivity payload {path} does not match the digest its job carries; "
+                                 "refusing to load it (was the folder modified during the run?)")
+    return pickle.loads(data)  # noqa: S301  (integrity-checked, written by the parent process)
+
+
+def _write_payload(ctx: _Context, path: Path) -> str:
     _check_picklable(ctx)
-    torch.save(ctx, path)
+    data = pickle.dumps(ctx)
+    atomic_write_bytes(path, data)
+    return hashlib.sha256(data).hexdigest()
 
 
 def _check_picklable(ctx: _Context) -> None:

@@ -9,7 +9,20 @@ from typing import Any
 from edgeprune.errors import InvalidPlanError
 
 FORMAT = "edgeprune.pruning_plan"
-VERSION = 1
+VERSION = 2  # 2: every step carries the dataflow fingerprint of the model it was made on and a digest
+
+
+def step_digest(step: dict[str, Any]) -> str:
+    """SHA-256 of a step's canonical JSON without its ``digest`` key: any later edit changes it."""
+    body = {k: v for k, v in step.items() if k != "digest"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def seal_step(step: dict[str, Any], fingerprint: str) -> dict[str, Any]:
+    """Record the dataflow ``fingerprint`` in ``step`` and its digest (in place); returns the step."""
+    step["fingerprint"] = fingerprint
+    step["digest"] = step_digest(step)
+    return step
 
 
 class PruningPlan:
@@ -59,11 +72,14 @@ class PruningPlan:
             data = json.loads(text)
         except (TypeError, ValueError) as e:
             raise InvalidPlanError(f"pruning plan is not valid JSON: {e}") from None
+        except RecursionError:
+            raise InvalidPlanError("pruning plan JSON is nested too deeply to be a plan") from None
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise InvalidPlanError(f"not an edgeprune pruning plan (format must be '{FORMAT}')")
         if data.get("version") != VERSION:
             raise InvalidPlanError(f"unsupported pruning plan version {data.get('version')!r} "
-                                   f"(this edgeprune reads version {VERSION})")
+                                   f"(this edgeprune reads version {VERSION}); make the plan again with "
+                                   "ep.plan() on the model it is meant for")
         if not isinstance(data.get("steps"), list):
             raise InvalidPlanError("pruning plan has no 'steps' list")
         return cls(data["steps"])
@@ -87,10 +103,18 @@ def _check_step(step: Any, k: int) -> None:
     if not isinstance(step, dict) or not isinstance(step.get("params"), list) or \
             not isinstance(step.get("attrs"), list):
         raise InvalidPlanError(f"plan step {k} must be an object with 'params' and 'attrs' lists")
+    if not isinstance(step.get("fingerprint"), str) or not isinstance(step.get("digest"), str):
+        raise InvalidPlanError(f"plan step {k} has no dataflow fingerprint or digest: plans are made by "
+                               "ep.plan() (this one was written by hand or by an older edgeprune)")
+    if step_digest(step) != step["digest"]:
+        raise InvalidPlanError(f"plan step {k} does not match its digest: the plan was edited after "
+                               "ep.plan() made it; edited indices are refused, make the plan again")
     for p in step["params"]:
         ok = (isinstance(p, dict) and isinstance(p.get("name"), str) and isinstance(p.get("dim"), int)
               and isinstance(p.get("size"), int) and isinstance(p.get("remove"), list)
-              and all(isinstance(i, int) and 0 <= i < p["size"] for i in p["remove"])
+              and not isinstance(p.get("dim"), bool) and not isinstance(p.get("size"), bool)
+              and all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < p["size"]
+                      for i in p["remove"])
               and len(set(p["remove"])) < p["size"]
               and isinstance(p.get("role", ""), str))
         if not ok:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import difflib
 import math
+import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
 
 from edgeprune.errors import InvalidConfigError, InvalidPlanError, UnsupportedOperationError
+from edgeprune.pruning.fingerprint import fingerprint_of
 from edgeprune.pruning.graph import ChannelGroup, Graph, _matches
 from edgeprune.pruning.importance import CRITERIA, all_scores, get_tensor
-from edgeprune.pruning.plan_io import PruningPlan
+from edgeprune.pruning.plan_io import PruningPlan, seal_step
 from edgeprune.pruning.surgery import derive_attrs
 
 
@@ -30,20 +33,61 @@ def _rates(graph: Graph, sparsity: float | None, rates: Mapping[str, float] | No
     if (sparsity is None) == (rates is None):
         raise InvalidConfigError("give exactly one of sparsity= or rates=")
     if sparsity is not None:
-        if not isinstance(sparsity, (int, float)) or not 0 <= sparsity <= 1:
+        if not _is_number(sparsity) or not 0 <= sparsity <= 1:
             raise InvalidConfigError(f"sparsity must be a number in [0, 1], got {sparsity!r}")
         out = {g.id: float(sparsity) for g in graph.prunable_groups}
     else:
         out = {}
         for gid, r in dict(rates).items():
             g = graph.group(gid)
-            if not isinstance(r, (int, float)) or not 0 <= r <= 1:
+            if not _is_number(r) or not 0 <= r <= 1:
                 raise InvalidConfigError(f"rate of group '{gid}' must be in [0, 1], got {r!r}")
             if not g.prunable and r > 0:
                 raise InvalidPlanError(f"group '{gid}' cannot be pruned: {g.reason}")
             out[gid] = float(r)
     return {gid: r for gid, r in out.items()
             if not (gid in exclude or any(_matches(m, exclude) for m in graph.group(gid).modules))}
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, (bool, np.bool_))
+
+
+def check_exclude(graph: Graph, exclude: Any) -> tuple[str, ...]:
+    """``exclude`` as a tuple of names; InvalidConfigError naming close matches for a name that
+    matches no group id and no module (a typo would otherwise leave the group pruned silently)."""
+    if isinstance(exclude, str):
+        exclude = (exclude,)
+    try:
+        names = tuple(exclude)
+    except TypeError:
+        raise InvalidConfigError(f"exclude must be a list of module names, got {exclude!r}") from None
+    known: set[str] = set()
+    for g in graph.groups:
+        known.add(g.id)
+        for m in g.modules:
+            parts = m.split(".")
+            known.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+    for name in names:
+        if not isinstance(name, str):
+            raise InvalidConfigError(f"exclude entries must be module names (str), got {name!r}")
+        if name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.6)
+            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else \
+                "; graph.summary() lists the groups and their modules"
+            raise InvalidConfigError(f"exclude={name!r} matches no channel group or module of the "
+                                     f"model{hint}")
+    return names
+
+
+def _warn_round_to(graph: Graph, chosen: Mapping[str, float], round_to: int) -> None:
+    small = [gid for gid, r in chosen.items() if r > 0 and graph.group(gid).channels < round_to]
+    if small:
+        shown = ", ".join(f"'{g}' ({graph.group(g).channels} ch)" for g in small[:5])
+        more = f" and {len(small) - 5} more" if len(small) > 5 else ""
+        warnings.warn(f"round_to={round_to} is above the channel count of {len(small)} group(s): "
+                      f"{shown}{more}; they are left unpruned (lower round_to to prune them)",
+                      UserWarning, stacklevel=3)
 
 
 def plan(graph: Graph, sparsity: float | None = None, rates: Mapping[str, float] | None = None,
@@ -54,10 +98,11 @@ def plan(graph: Graph, sparsity: float | None = None, rates: Mapping[str, float]
         raise InvalidConfigError(f"plan() needs a Graph from trace(), got {type(graph).__name__}")
     if criterion not in CRITERIA:
         raise InvalidConfigError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
-    if not isinstance(round_to, int) or round_to < 1:
+    if not isinstance(round_to, int) or isinstance(round_to, bool) or round_to < 1:
         raise InvalidConfigError(f"round_to must be a positive integer, got {round_to!r}")
     _check_fresh(graph)
-    chosen = _rates(graph, sparsity, rates, tuple(exclude))
+    chosen = _rates(graph, sparsity, rates, check_exclude(graph, exclude))
+    _warn_round_to(graph, chosen, round_to)
     removed: list[np.ndarray] = []
     groups: dict[str, dict[str, int]] = {}
     scores = all_scores(graph, criterion, seed) if chosen else {}
@@ -70,7 +115,7 @@ def plan(graph: Graph, sparsity: float | None = None, rates: Mapping[str, float]
         groups[gid] = {"channels": g.channels, "keep": keep}
     step = build_step(graph, np.concatenate(removed) if removed else np.zeros(0, np.int64))
     step.update(groups=groups, criterion=criterion, round_to=round_to)
-    return PruningPlan([step])
+    return PruningPlan([seal_step(step, fingerprint_of(graph))])
 
 
 def _check_fresh(graph: Graph) -> None:

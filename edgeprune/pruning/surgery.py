@@ -50,47 +50,108 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
-def _validate(model: nn.Module, step: dict, k: int) -> None:
-    for p in step["params"]:
-        try:
+def _validate_all(model: nn.Module, plan: PruningPlan) -> None:
+    """Check every step against the model as the steps before it would leave it; touches nothing."""
+    shapes: dict[str, list[int]] = {}
+    values: dict[tuple[str, str], Any] = {}
+    for k, step in enumerate(plan.steps):
+        for p in step["params"]:
+            if p["name"] not in shapes:
+                try:
+                    shapes[p["name"]] = list(get_tensor(model, p["name"]).shape)
+                except KeyError:
+                    raise InvalidPlanError(
+                        f"plan step {k}: the model has no parameter or buffer '{p['name']}' "
+                        "(a plan only fits the architecture it was made for)") from None
+            shape = shapes[p["name"]]
+            if p["dim"] >= len(shape) or shape[p["dim"]] != p["size"]:
+                raise InvalidPlanError(
+                    f"plan step {k}: '{p['name']}' has shape {tuple(shape)}, the plan expects size "
+                    f"{p['size']} on dim {p['dim']} (was the model already pruned, or is it another "
+                    "architecture?)")
+        for p in step["params"]:
+            shapes[p["name"]][p["dim"]] -= len(p["remove"])
+        for a in step["attrs"]:
+            key = (a["module"], a["attr"])
+            if key not in values:
+                try:
+                    module = model.get_submodule(a["module"]) if a["module"] else model
+                except AttributeError:
+                    raise InvalidPlanError(
+                        f"plan step {k}: the model has no module '{a['module']}'") from None
+                values[key] = getattr(module, a["attr"], _MISSING)
+            if values[key] is _MISSING or not _same(values[key], a["old"]):
+                have = "<missing>" if values[key] is _MISSING else values[key]
+                raise InvalidPlanError(f"plan step {k}: {a['module']}.{a['attr']} is {have!r}, "
+                                       f"the plan expects {a['old']!r}")
+            values[key] = a["new"]
+
+
+_MISSING = object()
+
+
+class _Snapshot:
+    """The tensors and attributes a plan replaces, kept by reference so a failure can put them back."""
+
+    def __init__(self, model: nn.Module, plan: PruningPlan) -> None:
+        self.model = model
+        self.tensors: dict[str, torch.Tensor] = {}
+        self.attrs: dict[tuple[str, str], Any] = {}
+        for step in plan.steps:
+            for p in step["params"]:
+                self.tensors.setdefault(p["name"], get_tensor(model, p["name"]))
+            for a in step["attrs"]:
+                module = model.get_submodule(a["module"]) if a["module"] else model
+                self.attrs.setdefault((a["module"], a["attr"]), getattr(module, a["attr"]))
+
+    def restore(self) -> None:
+        for name, t in self.tensors.items():
+            mod_name, _, attr = name.rpartition(".")
+            module = self.model.get_submodule(mod_name) if mod_name else self.model
+            (module._parameters if attr in module._parameters else module._buffers)[attr] = t
+        for (mod, attr), value in self.attrs.items():
+            setattr(self.model.get_submodule(mod) if mod else self.model, attr, value)
+
+
+def apply_step(model: nn.Module, step: dict[str, Any]) -> None:
+    """Slice the step's parameters and set its attributes (no checks: callers validate first)."""
+    with torch.no_grad():
+        for p in step["params"]:
             t = get_tensor(model, p["name"])
-        except KeyError:
-            raise InvalidPlanError(f"plan step {k}: the model has no parameter or buffer '{p['name']}' "
-                                   "(a plan only fits the architecture it was made for)") from None
-        if p["dim"] >= t.ndim or t.shape[p["dim"]] != p["size"]:
-            raise InvalidPlanError(
-                f"plan step {k}: '{p['name']}' has shape {tuple(t.shape)}, the plan expects size {p['size']} "
-                f"on dim {p['dim']} (was the model already pruned, or is it another architecture?)")
+            removed = set(p["remove"])
+            keep = torch.tensor([i for i in range(p["size"]) if i not in removed], dtype=torch.long,
+                                device=t.device)
+            _set_tensor(model, p["name"], t.detach().index_select(p["dim"], keep))
     for a in step["attrs"]:
-        try:
-            module = model.get_submodule(a["module"]) if a["module"] else model
-        except AttributeError:
-            raise InvalidPlanError(f"plan step {k}: the model has no module '{a['module']}'") from None
-        if not hasattr(module, a["attr"]) or not _same(getattr(module, a["attr"]), a["old"]):
-            have = getattr(module, a["attr"], "<missing>")
-            raise InvalidPlanError(f"plan step {k}: {a['module']}.{a['attr']} is {have!r}, "
-                                   f"the plan expects {a['old']!r}")
+        module = model.get_submodule(a["module"]) if a["module"] else model
+        new = a["new"]
+        setattr(module, a["attr"], tuple(new) if a.get("type") == "tuple" else new)
 
 
-def apply(model: nn.Module, plan: PruningPlan) -> nn.Module:
-    """Remove the planned channels from ``model`` in place and return it (no example inputs needed).
+def apply(model: nn.Module, plan: PruningPlan, example_inputs: Any = None, *, verify: bool = True,
+          graph: Any = None) -> nn.Module:
+    """Remove the planned channels from ``model`` in place and return it; all or nothing.
 
-    Every step is checked against the model before anything is changed; a mismatch raises
-    InvalidPlanError and leaves that step's tensors untouched.
+    Every step is checked against the model (names, shapes, layer attributes, as the earlier steps
+    leave them) before anything changes. With ``example_inputs`` (and ``verify=True``, the default)
+    each step is also checked against the model's traced dataflow fingerprint and by the
+    zeroed-channel output check (``PruneVerificationError``). Without them only the plan's
+    structure can be checked; any failure leaves the model exactly as it was.
     """
     if not isinstance(plan, PruningPlan):
         raise InvalidPlanError(f"expected a PruningPlan, got {type(plan).__name__}")
-    for k, step in enumerate(plan.steps):
-        _validate(model, step, k)
-        with torch.no_grad():
-            for p in step["params"]:
-                t = get_tensor(model, p["name"])
-                removed = set(p["remove"])
-                keep = torch.tensor([i for i in range(p["size"]) if i not in removed], dtype=torch.long,
-                                    device=t.device)
-                _set_tensor(model, p["name"], t.detach().index_select(p["dim"], keep))
-        for a in step["attrs"]:
-            module = model.get_submodule(a["module"]) if a["module"] else model
-            new = a["new"]
-            setattr(module, a["attr"], tuple(new) if a.get("type") == "tuple" else new)
+    if not isinstance(verify, bool):
+        raise InvalidPlanError(f"verify must be True or False, got {verify!r}")
+    _validate_all(model, plan)
+    if example_inputs is not None and verify:
+        from edgeprune.pruning.verify import verified_apply
+
+        return verified_apply(model, plan, example_inputs, graph)
+    snap = _Snapshot(model, plan)
+    try:
+        for step in plan.steps:
+            apply_step(model, step)
+    except BaseException:
+        snap.restore()
+        raise
     return model

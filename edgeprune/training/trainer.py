@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 import math
 import os
 import random
@@ -301,7 +302,10 @@ class Trainer:
             "step": self.step,
             "train_seconds": self.train_seconds,
             "rng": _rng_state(),
-            "config": asdict(self.cfg),
+            # metadata as JSON text: the checkpoint holds only tensors and plain values, so it loads
+            # with torch.load(weights_only=True) and no pickle is ever executed on resume
+            "config": json.dumps(asdict(self.cfg), default=str),
+            "format": CHECKPOINT_FORMAT,
         }
 
     def save_checkpoint(self) -> Path:
@@ -318,7 +322,7 @@ class Trainer:
         path = self.ckpt_path
         if path is None or not path.exists():
             return  # nothing saved yet: start from scratch
-        ckpt = torch.load(path, map_location=self.device, weights_only=False)
+        ckpt = load_checkpoint(path, self.device)
         try:
             self.model.load_state_dict(ckpt["model"])
         except RuntimeError as e:
@@ -334,6 +338,25 @@ class Trainer:
         self.step = int(ckpt["step"])
         self.train_seconds = float(ckpt.get("train_seconds", 0.0))
         _set_rng_state(ckpt["rng"])
+
+
+CHECKPOINT_FORMAT = "edgeprune.train_checkpoint.v2"
+
+
+def load_checkpoint(path: str | os.PathLike, device: Any = "cpu") -> dict[str, Any]:
+    """A training checkpoint read with ``weights_only=True`` (tensors and plain values only);
+    InvalidConfigError for a file that is not one (old format, another tool's, crafted or corrupt)."""
+    fix = f"delete {path} (or set resume: false) to start fine-tuning from the model's current weights"
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # noqa: BLE001  (UnpicklingError, RuntimeError for truncated zips, ...)
+        raise InvalidConfigError(f"checkpoint {path} cannot be read safely ({type(e).__name__}: "
+                                 f"{str(e).splitlines()[0][:160] if str(e) else ''}); it was not written "
+                                 f"by this edgeprune, or is damaged; {fix}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise InvalidConfigError(f"checkpoint {path} is not an edgeprune training checkpoint of format "
+                                 f"{CHECKPOINT_FORMAT}; {fix}")
+    return ckpt
 
 
 def _progress(enabled: bool | None, total: int, initial: int):
@@ -352,15 +375,23 @@ def _seed_everything(seed: int) -> None:
 
 
 def _rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """RNG states as tensors and plain lists (loadable with ``weights_only=True``)."""
+    version, py_state, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": [version, list(py_state), gauss],
+             "numpy": [kind, torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos), int(has_gauss),
+                       float(cached)],
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, py_state, gauss = state["python"]
+    random.setstate((version, tuple(py_state), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
