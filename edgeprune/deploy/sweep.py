@@ -32,6 +32,7 @@ from edgeprune.deploy.device_pool import measure_devices_concurrently
 from edgeprune.deploy.knee import DEFAULT_TAU, KneePoint, KneeResult, select_knee
 from edgeprune.deploy.targets import Target, inversion_advice, targets_from_config
 from edgeprune.errors import EdgepruneError, InvalidConfigError
+from edgeprune.runlock import locks_run_dir
 from edgeprune.runtimes import registry
 from edgeprune.runtimes.base import Artifact
 from edgeprune.runtimes.compare import compare
@@ -322,6 +323,7 @@ def _knee_for(
     return stats, select_knee(pts, tau=tau, accuracy_floor=floor, accuracy_floor_rel=floor_rel)
 
 
+@locks_run_dir("out_dir")  # one sweep per output folder at a time
 def sweep(
     run: str | Path | Sequence[Candidate],
     targets: Sequence[Any],

@@ -78,3 +78,27 @@ def test_lock_file_symlink_is_never_followed(tmp_path):
         with run_lock(run):
             pass
     assert victim.read_text() == "keep me"
+
+
+def test_concurrent_sweep_on_one_out_dir_is_refused(tmp_path):
+    from edgeprune.deploy.sweep import sweep
+
+    with run_lock(tmp_path / "out"):
+        with pytest.raises(RunLockedError):
+            sweep(tmp_path / "run", ["onnxruntime"], tmp_path / "out")
+
+
+def test_swapped_sensitivity_payload_is_refused(tmp_path):
+    import hashlib
+    import pickle
+
+    from edgeprune.errors import InvalidConfigError
+    from edgeprune.iterative.sensitivity import _read_payload
+
+    path = tmp_path / "payload.pkl"
+    path.write_bytes(pickle.dumps({"ok": 1}))
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert _read_payload(str(path), digest) == {"ok": 1}
+    path.write_bytes(pickle.dumps({"swapped": 1}))
+    with pytest.raises(InvalidConfigError, match="digest"):
+        _read_payload(str(path), digest)
