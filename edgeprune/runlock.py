@@ -4,7 +4,9 @@ The lock is a sibling file ``.<folder>.lock`` next to the run folder rather than
 moving the folder aside (``fresh=True``) or checking it for emptiness is not disturbed. It is opened
 with ``O_NOFOLLOW`` (a symlink planted there is refused, never followed and truncated) and locked
 with ``fcntl.flock``, which the kernel releases when the process ends, even on SIGKILL: a stale lock
-cannot block the next run. On platforms without ``fcntl`` runs are not locked.
+file cannot block the next run. The holder removes the file when it is done (while still holding
+the lock; a process that locked a file since removed sees that its inode is gone and refuses). On
+platforms without ``fcntl`` runs are not locked.
 """
 
 from __future__ import annotations
@@ -52,9 +54,21 @@ def run_lock(run_dir: str | os.PathLike) -> Iterator[Path]:
             raise RunLockedError(
                 f"run folder {run_dir} is in use by another process (pid {holder}, lock {path}); wait for it "
                 "to finish or use another run folder") from None
+        try:
+            same = os.lstat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:  # the holder we waited on removed this file: another process may lock a new one
+            raise RunLockedError(f"run folder {run_dir} was just in use by another process; try again")
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield path
+        try:
+            yield path
+        finally:
+            try:
+                os.unlink(path)  # still locked here, so no other process holds this inode
+            except OSError:
+                pass
     finally:
         os.close(fd)  # closing releases the flock
 

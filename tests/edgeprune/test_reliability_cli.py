@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 import pytest
+from bundle_helpers import dark_box_onnx
 
 from edgeprune.cli import main
 from edgeprune.errors import InvalidConfigError
 from edgeprune.runtimes import get
 from edgeprune.runtimes.profiling import ProfileConfig
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runtimes"))
-from bundle_helpers import dark_box_onnx  # noqa: E402
 
 
 def _one_line_error(capsys, argv) -> str:

@@ -5,19 +5,16 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from bundle_helpers import dark_box_onnx, image_with_box
 
 from edgeprune.deploy.bundle import write_bundle
 from edgeprune.errors import BundleError, InvalidConfigError, InvalidInputError
 from edgeprune.runtimes import get, load_bundle
 from edgeprune.runtimes.bundle import read_manifest
-
-sys.path.insert(0, str(Path(__file__).parent))
-from bundle_helpers import dark_box_onnx, image_with_box  # noqa: E402
 
 
 def _bundle(tmp_path, name="bundle", with_artifact=True, postprocess=None):
