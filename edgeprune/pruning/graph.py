@@ -97,8 +97,13 @@ def trace(model: nn.Module, example_inputs: Any, exclude: Iterable[str] = ()) ->
     Raises UnsupportedOperationError when an op edgeprune does not understand touches the channels
     of a group that could otherwise be pruned (exclude such groups by module name to proceed).
     """
+    from edgeprune.pruning.planner import check_exclude  # lazy: the planner imports this module
+
+    exclude = (exclude,) if isinstance(exclude, str) else tuple(exclude)
     tracer = run_traced(model, example_inputs)
-    return build_graph(model, tracer.state, tuple(exclude))
+    graph = build_graph(model, tracer.state, exclude)
+    check_exclude(graph, exclude)  # a name matching nothing is a typo, not a silent no-op
+    return graph
 
 
 def _dsu_find(parent: list[int], x: int) -> int:

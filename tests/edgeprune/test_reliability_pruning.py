@@ -181,6 +181,8 @@ def test_exclude_typo_names_close_matches():
         ep.plan(g, sparsity=0.5, exclude=["a0"])
     with pytest.raises(InvalidConfigError, match="a0"):
         ep.prune(Seq(), X, sparsity=0.5, exclude=["a0"])
+    with pytest.raises(InvalidConfigError, match="did you mean 'a.0'"):
+        ep.trace(Seq(), X, exclude=["a0"])
     assert "a.0" not in ep.plan(g, sparsity=0.5, exclude=["a.0"]).groups
     assert ep.plan(g, sparsity=0.5, exclude=["a"]).groups == {}  # a prefix names a whole block
 
