@@ -36,9 +36,11 @@ def _flat(out: Any) -> list[torch.Tensor]:
     return []
 
 
-def output_change(before: list[torch.Tensor], after: list[torch.Tensor]) -> float:
+def output_change(before: list[torch.Tensor], after: list[torch.Tensor], per_column: bool = False) -> float:
     """Largest change of any output relative to its scale (``max|a - b| / max(1, max|a|)``);
-    inf when the outputs' number, shapes or non-finite positions differ."""
+    inf when the outputs' number, shapes or non-finite positions differ. ``per_column`` takes the
+    scale per index of the last dim, so that small columns (YOLO's probabilities beside box pixels)
+    are held to their own scale."""
     if len(before) != len(after) or any(a.shape != b.shape for a, b in zip(before, after)):
         return float("inf")
     worst = 0.0
@@ -47,7 +49,10 @@ def output_change(before: list[torch.Tensor], after: list[torch.Tensor]) -> floa
         fa, fb = torch.isfinite(a), torch.isfinite(b)
         if not torch.equal(fa, fb) or not torch.equal(a[~fa], b[~fb]):
             return float("inf")
-        if a.numel() and fa.any():
+        if per_column and a.ndim >= 2 and a.numel() and bool(fa.all()):
+            scale = a.abs().flatten(0, -2).amax(0).clamp_min(1.0)
+            worst = max(worst, float(((a - b).abs().flatten(0, -2) / scale).max()))
+        elif a.numel() and fa.any():
             diff = float((a[fa] - b[fb]).abs().max())
             worst = max(worst, diff / max(1.0, float(a[fa].abs().max())))
     return worst
@@ -121,7 +126,7 @@ def verified_apply(model: nn.Module, plan: PruningPlan, example_inputs: Any, gra
                         "did not see (e.g. x.view(n, self.c, -1)); the model was left unchanged. Exclude "
                         "the group(s) whose channels it reads (exclude=[...]), or pass verify=False to "
                         "skip this check") from None
-            change = output_change(before, after)
+            change = output_change(before, after, per_column=True)
             if not change <= TOLERANCE:
                 raise PruneVerificationError(
                     f"plan step {k} (groups {_groups_of(step)}): removing channels whose contribution was "
