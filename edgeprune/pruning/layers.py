@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import ast
-import functools
-import inspect
-import textwrap
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from edgeprune.pruning.size_attrs import find_size_attr
 from edgeprune.pruning.state import SizeAttr
 from edgeprune.pruning.tracer import TInfo, Tracer, op_name
 
@@ -142,6 +139,45 @@ def prelu(tr: Tracer, func, args, kwargs, out, infos) -> None:
     tr.set_info(out, TInfo(1, labels))
 
 
+def layer_norm(tr: Tracer, func, args, kwargs, out, infos) -> None:
+    """layer_norm over the last dims: when they include the channel dim (channels-last LayerNorm,
+    LayerNorm2d), removing a channel changes every other channel's statistics, so those channels
+    are never pruned; its weight and bias follow them. Over other dims it is per channel."""
+    x, shape = args[0], _get(args, kwargs, 1, "normalized_shape")
+    inf = tr.info(x)
+    if inf is None or inf.labels is None or inf.block is not None:
+        tr.issue(op_name(func), infos, "normalizes channels that are not on one tensor dim")
+        tr.set_info(out, TInfo(taint=frozenset(set().union(*(tr.producers(i) for i in infos)))))
+        return
+    first = x.ndim - len(shape)
+    if inf.cdim >= first:
+        tr.state.freeze(inf.labels, f"layer norm '{tr.where or 'model'}' normalizes across these channels "
+                                    "(removing one changes all the others)")
+        for i, name in ((2, "weight"), (3, "bias")):
+            t = _get(args, kwargs, i, name)
+            sname = tr.state_name(t) if isinstance(t, torch.Tensor) else None
+            if sname is not None:
+                tr.state.bind(sname, inf.cdim - first, "param", inf.labels)
+    tr.set_info(out, TInfo(inf.cdim, inf.labels))
+
+
+def group_norm(tr: Tracer, func, args, kwargs, out, infos) -> None:
+    """group_norm normalizes across the channels of each group: they are never pruned."""
+    x = args[0]
+    labels = _input_labels(tr, func, x, 1)
+    if labels is None:
+        inf = tr.info(x)
+        tr.set_info(out, TInfo(taint=inf.taint) if inf is not None else None)
+        return
+    tr.state.freeze(labels, f"group norm '{tr.where or 'model'}' normalizes across groups of these channels")
+    for i, name in ((2, "weight"), (3, "bias")):
+        t = _get(args, kwargs, i, name)
+        sname = tr.state_name(t) if isinstance(t, torch.Tensor) else None
+        if sname is not None:
+            tr.state.bind(sname, 0, "param", labels)
+    tr.set_info(out, TInfo(1, labels))
+
+
 def _bind_bias(tr: Tracer, b: Any, labels: np.ndarray) -> None:
     if isinstance(b, torch.Tensor):
         name = tr.state_name(b)
@@ -150,47 +186,6 @@ def _bind_bias(tr: Tracer, b: Any, labels: np.ndarray) -> None:
 
 
 # -- slicing and splitting along the channel dim ---------------------------------------------------
-@functools.cache
-def _attrs_read_outside_init(cls: type) -> frozenset[str]:
-    """Names ``X`` of every ``self.X`` read in the methods of ``cls`` (and bases) except __init__."""
-    names: set[str] = set()
-    for klass in cls.__mro__:
-        if klass in (nn.Module, object):
-            continue
-        try:
-            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
-        except (OSError, TypeError, SyntaxError):
-            continue
-        for fn in ast.walk(tree):
-            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and fn.name != "__init__":
-                for node in ast.walk(fn):
-                    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
-                            and node.value.id == "self":
-                        names.add(node.attr)
-    return frozenset(names)
-
-
-def find_size_attr(tr: Tracer, value: Any) -> tuple[str, str] | str:
-    """The unique attribute of the running module holding ``value`` and read by its methods
-    (not only set in ``__init__``, so a coincidentally equal number is not taken); else a reason."""
-    mod_name = tr.where
-    module = tr.modules.get(mod_name, tr.model)
-    used = _attrs_read_outside_init(type(module))
-    found = []
-    for k, v in vars(module).items():
-        if k.startswith("_") or k == "training" or isinstance(v, bool) or k not in used:
-            continue
-        if isinstance(value, int) and isinstance(v, int) and v == value:
-            found.append(k)
-        elif isinstance(value, (list, tuple)) and isinstance(v, (list, tuple)) and list(v) == list(value):
-            found.append(k)
-    if len(found) == 1:
-        return mod_name, found[0]
-    if not found:
-        return f"size {value!r} is a Python literal (no attribute of '{mod_name or 'model'}' holds it)"
-    return f"size {value!r} is ambiguous: attributes {found} of '{mod_name or 'model'}' all hold it"
-
-
 def channel_slice(tr: Tracer, func, inf: TInfo, sl: slice, out: torch.Tensor, cdim: int) -> None:
     """x[:, a:b]: the piece keeps its labels; explicit bounds must live in a module attribute."""
     c = inf.labels.size

@@ -13,8 +13,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from edgeprune.pruning import layers, shapes
-from edgeprune.pruning.tracer import TInfo, Tracer, iter_tensors, op_name
+from edgeprune.pruning import blocks, layers, reshapes, shapes
+from edgeprune.pruning.tracer import TInfo, Tracer, iter_tensors, op_name, set_outputs, unknown
+from edgeprune.pruning.tracer import arg_of as _arg
 
 Handler = Callable[[Tracer, Any, tuple, dict, Any, list], None]
 _TABLE: dict[Any, Handler] = {}
@@ -33,6 +34,8 @@ def handle(tr: Tracer, func: Any, args: tuple, kwargs: dict, out: Any, infos: li
     handler = _TABLE.get(func) if _hashable(func) else None
     if handler is None:
         handler = _getter_handler(func)
+    if any(i.block is not None for i in infos):  # channels split into blocks by a view
+        handler = _BLOCK_HANDLERS.get(handler, unknown)
     if handler is None:
         unknown(tr, func, args, kwargs, out, infos)
     else:
@@ -55,35 +58,10 @@ def _getter_handler(func: Any) -> Handler | None:
     return None
 
 
-def set_outputs(tr: Tracer, out: Any, info: TInfo | None) -> None:
-    for t in iter_tensors(out):
-        tr.set_info(t, info)
-
-
-def unknown(tr: Tracer, func, args, kwargs, out, infos, detail: str = "") -> None:
-    """Op not understood: every labelled input channel gets an issue; outputs carry the taint."""
-    setitem = func is torch.Tensor.__setitem__
-    if not setitem and not any(isinstance(t, torch.Tensor) for t in iter_tensors(out)):
-        return  # results that are not tensors (sizes, Python numbers) do not carry channels
-    taint = tr.issue(op_name(func), infos, detail)
-    set_outputs(tr, out, taint)
-    if setitem or (out is None and args and isinstance(args[0], torch.Tensor)):
-        tr.set_info(args[0], taint)
-
-
 def escape(tr: Tracer, func, args, kwargs, out, infos) -> None:
     """Channel values leave torch (Python numbers, numpy, iteration): results built from them are
     invisible to the tracer, so labelled channels here cannot be pruned safely."""
     tr.issue(op_name(func), infos, "channel values leave torch (item/tolist/numpy/iteration)")
-
-
-def _arg(args: tuple, kwargs: dict, i: int, names: tuple[str, ...], default: Any = None) -> Any:
-    if len(args) > i:
-        return args[i]
-    for n in names:
-        if n in kwargs:
-            return kwargs[n]
-    return default
 
 
 # -- elementwise -----------------------------------------------------------------------------------
@@ -181,35 +159,13 @@ def reduce(tr: Tracer, func, args, kwargs, out, infos) -> None:
 
 
 # -- shape ops -------------------------------------------------------------------------------------
-def reshape(tr: Tracer, func, args, kwargs, out, infos) -> None:
-    """view/reshape/flatten/squeeze/unsqueeze: follow the channel dim through the new shape."""
-    src = args[0]
-    inf = tr.info(src)
-    if inf is None or inf.labels is None or not isinstance(out, torch.Tensor):
-        return unknown(tr, func, args, kwargs, out, infos)
-    res = shapes.follow_reshape(tuple(src.shape), inf.cdim, tuple(out.shape))
-    if res is None:
-        detail = f"reshape {tuple(src.shape)} -> {tuple(out.shape)}"
-        return unknown(tr, func, args, kwargs, out, infos, detail)
-    cdim, repeat = res
-    tr.set_info(out, TInfo(cdim, np.repeat(inf.labels, repeat) if repeat > 1 else inf.labels))
-
-
 def permute(tr: Tracer, func, args, kwargs, out, infos) -> None:
     """permute/transpose/movedim: the channel dim moves with its data."""
     src = args[0]
     inf = tr.info(src)
     if inf is None or inf.labels is None:
         return unknown(tr, func, args, kwargs, out, infos)
-    nd = src.ndim
-    if func in (torch.transpose, torch.Tensor.transpose, torch.swapaxes, torch.Tensor.swapaxes):
-        a, b = _arg(args, kwargs, 1, ("dim0",)) % nd, _arg(args, kwargs, 2, ("dim1",)) % nd
-        order = list(range(nd))
-        order[a], order[b] = order[b], order[a]
-    else:
-        rest = args[1:] or tuple(kwargs.get("dims", ()))
-        order = list(rest[0]) if len(rest) == 1 and isinstance(rest[0], (list, tuple)) else list(rest)
-        order = [d % nd for d in order]
+    order = shapes.permute_order(func, args, kwargs, src.ndim)
     tr.set_info(out, TInfo(order.index(inf.cdim), inf.labels))
 
 
@@ -342,7 +298,8 @@ def _register_all() -> None:
     _register(["sum", "mean", "amax", "amin", "max", "min", "std", "var", "prod", "logsumexp"], reduce,
               owners=(torch, torch.Tensor))
     _register(["view", "reshape", "flatten", "unflatten", "squeeze", "unsqueeze", "view_as", "reshape_as",
-               "squeeze_", "unsqueeze_"], reshape, owners=(torch, torch.Tensor))
+               "squeeze_", "unsqueeze_"], reshapes.reshape, owners=(torch, torch.Tensor))
+    _register(["matmul", "bmm", "__matmul__"], blocks.matmul, owners=(torch, torch.Tensor))
     _register(["permute", "transpose", "swapaxes", "movedim"], permute, owners=(torch, torch.Tensor))
     _register(["expand", "expand_as", "broadcast_to"], expand, owners=(torch, torch.Tensor))
     _register(["__getitem__"], getitem, owners=(torch.Tensor,))
@@ -357,6 +314,14 @@ def _register_all() -> None:
     _register(["linear"], layers.linear, owners=(F,))
     _register(["batch_norm"], layers.batch_norm, owners=(F,))
     _register(["prelu"], layers.prelu, owners=(F,))
+    _register(["layer_norm"], layers.layer_norm, owners=(F, torch))
+    _register(["group_norm"], layers.group_norm, owners=(F, torch))
 
 
 _register_all()
+# ops that understand channels split into blocks, by the handler of the same op on plain channels
+_BLOCK_HANDLERS: dict[Any, Handler] = {
+    first_passthrough: blocks.passthrough, pointwise: blocks.pointwise, permute: blocks.permute,
+    with_dim: blocks.with_dim, split: blocks.split, getitem: blocks.getitem,
+    reshapes.reshape: reshapes.reshape, blocks.matmul: blocks.matmul,
+}

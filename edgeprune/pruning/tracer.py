@@ -20,19 +20,30 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from edgeprune.errors import InvalidModelError, UnsupportedOperationError
+from edgeprune.pruning.shapes import ChannelCount
 from edgeprune.pruning.state import Issue, TraceState
+
+_SIZE = torch.Tensor.size
+_SHAPE = torch._C.TensorBase.__dict__["shape"]
 
 
 class TInfo:
-    """Channel information of one tensor: labelled channel dim, or taint (producer ids)."""
+    """Channel information of one tensor: labelled channel dim, or taint (producer ids).
 
-    __slots__ = ("cdim", "labels", "taint")
+    After a view split the channels into blocks (heads x head_dim, groups x channels-per-group),
+    ``block`` describes the split, ``cdim`` is the dim indexing blocks, ``inner`` the dim indexing
+    positions inside a block, and ``labels`` is 2-D: ``labels[block, position]``.
+    """
+
+    __slots__ = ("cdim", "labels", "taint", "inner", "block")
 
     def __init__(self, cdim: int | None = None, labels: np.ndarray | None = None,
-                 taint: frozenset[int] = frozenset()) -> None:
+                 taint: frozenset[int] = frozenset(), inner: int | None = None, block: Any = None) -> None:
         self.cdim = cdim
         self.labels = labels
         self.taint = taint
+        self.inner = inner
+        self.block = block
 
 
 def iter_tensors(obj: Any) -> Iterator[torch.Tensor]:
@@ -62,6 +73,7 @@ class Tracer(TorchFunctionMode):
             self.state_names[id(b)] = name
         self.module_stack: list[str] = []
         self.modules: dict[str, nn.Module] = dict(model.named_modules())
+        self.blocks: list[Any] = []  # channel splits whose coupling no op has decided yet
 
     # -- tensor info ------------------------------------------------------------------------------
     def info(self, t: torch.Tensor) -> TInfo | None:
@@ -88,6 +100,19 @@ class Tracer(TorchFunctionMode):
             return self.state.producers_of(info.labels)
         return set(info.taint)
 
+    def same_channels(self, sources: tuple, labels: np.ndarray) -> bool:
+        """Whether the channels counted by ``sources`` always keep as many channels as ``labels``
+        (the same coupled classes, each as often)."""
+        seen: dict[int, np.ndarray] = {id(s): s for s in sources}
+        if not seen:
+            return False
+        counted = np.concatenate([s.ravel() for s in seen.values()])
+        if counted.size != labels.size:
+            return False
+        find = self.state.find
+        return bool(np.array_equal(np.sort([find(e) for e in counted.tolist()]),
+                                   np.sort([find(e) for e in labels.ravel().tolist()])))
+
     def issue(self, op: str, infos: list[TInfo], detail: str = "") -> TInfo | None:
         """Record that ``op`` touched these channels in a way not understood; return the taint."""
         prods: set[int] = set()
@@ -104,6 +129,8 @@ class Tracer(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: D105
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
+        if func is _SIZE or getattr(func, "__self__", None) is _SHAPE:
+            return self._counted(args, kwargs, out)
         infos = [i for i in (self.info(t) for t in iter_tensors((args, kwargs))) if i is not None]
         if not infos:
             return out
@@ -111,6 +138,21 @@ class Tracer(TorchFunctionMode):
 
         handle(self, func, args, kwargs, out, infos)
         return out
+
+
+    def _counted(self, args: tuple, kwargs: dict, size: Any) -> Any:
+        """Sizes of a labelled tensor with its channel count marked (see ``ChannelCount``)."""
+        t = args[0] if args else None
+        inf = self.info(t) if isinstance(t, torch.Tensor) else None
+        if inf is None or inf.labels is None or inf.block is not None:
+            return size
+        if isinstance(size, torch.Size):
+            return torch.Size([ChannelCount(n, (inf.labels,)) if d == inf.cdim else n
+                               for d, n in enumerate(size)])
+        dim = args[1] if len(args) > 1 else kwargs.get("dim")
+        if isinstance(size, int) and isinstance(dim, int) and dim % t.ndim == inf.cdim:
+            return ChannelCount(size, (inf.labels,))
+        return size
 
 
 def op_name(func: Any) -> str:
@@ -221,6 +263,8 @@ def _run(model: nn.Module, example_inputs: Any) -> Tracer:
                 tracer.set_info(t, TInfo(1, labels))
         with torch.no_grad(), tracer:
             out = _call(model, inputs)
+        for block in tracer.blocks:
+            block.finalize(tracer)
         for t in iter_tensors(out):
             inf = tracer.info(t)
             if inf is not None:
@@ -246,3 +290,31 @@ def _pop(tracer: Tracer):
             tracer.module_stack.pop()
 
     return hook
+
+
+# -- helpers shared by the op handlers ------------------------------------------------------------
+def set_outputs(tr: Tracer, out: Any, info: TInfo | None) -> None:
+    """Give every tensor in ``out`` this channel info."""
+    for t in iter_tensors(out):
+        tr.set_info(t, info)
+
+
+def unknown(tr: Tracer, func, args, kwargs, out, infos, detail: str = "") -> None:
+    """Op not understood: every labelled input channel gets an issue; outputs carry the taint."""
+    setitem = func is torch.Tensor.__setitem__
+    if not setitem and not any(isinstance(t, torch.Tensor) for t in iter_tensors(out)):
+        return  # results that are not tensors (sizes, Python numbers) do not carry channels
+    taint = tr.issue(op_name(func), infos, detail)
+    set_outputs(tr, out, taint)
+    if setitem or (out is None and args and isinstance(args[0], torch.Tensor)):
+        tr.set_info(args[0], taint)
+
+
+def arg_of(args: tuple, kwargs: dict, i: int, names: tuple[str, ...], default: Any = None) -> Any:
+    """Argument ``i`` of a call, given by position or by one of ``names``."""
+    if len(args) > i:
+        return args[i]
+    for n in names:
+        if n in kwargs:
+            return kwargs[n]
+    return default
