@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from edgeprune.pruning import shapes
+from edgeprune.pruning.recorder import TInfo, Tracer, arg_of, op_name, unknown
 from edgeprune.pruning.reshapes import HEADS, POSITIONS, freeze_block, require
-from edgeprune.pruning.tracer import TInfo, Tracer, arg_of, op_name, unknown
 
 
 def _same(inf: TInfo, o: int, i: int) -> TInfo:

@@ -8,9 +8,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgeprune.pruning.recorder import TInfo, Tracer, op_name
 from edgeprune.pruning.size_attrs import find_size_attr
 from edgeprune.pruning.state import SizeAttr
-from edgeprune.pruning.tracer import TInfo, Tracer, op_name
 
 
 def _get(args: tuple, kwargs: dict, i: int, name: str, default: Any = None) -> Any:

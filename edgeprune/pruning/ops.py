@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from edgeprune.pruning import blocks, layers, reshapes, shapes
-from edgeprune.pruning.tracer import TInfo, Tracer, iter_tensors, op_name, set_outputs, unknown
-from edgeprune.pruning.tracer import arg_of as _arg
+from edgeprune.pruning.recorder import TInfo, Tracer, iter_tensors, op_name, set_outputs, unknown
+from edgeprune.pruning.recorder import arg_of as _arg
 
 Handler = Callable[[Tracer, Any, tuple, dict, Any, list], None]
 _TABLE: dict[Any, Handler] = {}

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 
 from edgeprune.pruning import shapes
+from edgeprune.pruning.recorder import TInfo, Tracer, op_name, unknown
 from edgeprune.pruning.size_attrs import find_size_attr
 from edgeprune.pruning.state import SizeAttr
-from edgeprune.pruning.tracer import TInfo, Tracer, op_name, unknown
 
 HEADS, POSITIONS, FROZEN = "heads", "positions", "frozen"
 ADAPT, FIXED, FOREIGN = "adapt", "fixed", "foreign"

@@ -11,7 +11,7 @@ from typing import Any
 
 from torch import nn
 
-from edgeprune.pruning.tracer import Tracer
+from edgeprune.pruning.recorder import Tracer
 
 
 @functools.cache
