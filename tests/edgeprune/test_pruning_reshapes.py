@@ -6,20 +6,10 @@ are pruned exactly: removing channels whose consumers were zeroed leaves the out
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
-
-import edgeprune as ep
-from edgeprune.errors import UnsupportedOperationError
-from edgeprune.pruning.verify import max_output_change
-
-sys.path.insert(0, str(Path(__file__).parent))
-from reshape_models import (  # noqa: E402
+from reshape_models import (
     AttentionV84,
     ConvNeXt,
     HeadsNet,
@@ -27,6 +17,11 @@ from reshape_models import (  # noqa: E402
     ShuffleNetV2,
     channel_shuffle,
 )
+from torch import nn
+
+import edgeprune as ep
+from edgeprune.errors import UnsupportedOperationError
+from edgeprune.pruning.verify import max_output_change
 
 NETS = {
     "yolo11_c2psa": (MiniYOLO11, 32),
