@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from edgeprune.errors import InvalidPlanError, UnsupportedOperationError
+from edgeprune.errors import InvalidConfigError, InvalidPlanError, UnsupportedOperationError
 from edgeprune.pruning.state import SizeAttr, Slot, TraceState
 from edgeprune.pruning.tracer import run_traced
 
@@ -97,8 +98,6 @@ def trace(model: nn.Module, example_inputs: Any, exclude: Iterable[str] = ()) ->
     Raises UnsupportedOperationError when an op edgeprune does not understand touches the channels
     of a group that could otherwise be pruned (exclude such groups by module name to proceed).
     """
-    from edgeprune.pruning.planner import check_exclude  # lazy: the planner imports this module
-
     exclude = (exclude,) if isinstance(exclude, str) else tuple(exclude)
     tracer = run_traced(model, example_inputs)
     graph = build_graph(model, tracer.state, exclude)
@@ -193,3 +192,30 @@ def _matches(name: str, patterns: tuple[str, ...]) -> bool:
 def _ordered_unique(a: np.ndarray) -> np.ndarray:
     _, first = np.unique(a, return_index=True)
     return a[np.sort(first)]
+
+
+def check_exclude(graph: Graph, exclude: Any) -> tuple[str, ...]:
+    """``exclude`` as a tuple of names; InvalidConfigError naming close matches for a name that
+    matches no group id and no module (a typo would otherwise leave the group pruned silently)."""
+    if isinstance(exclude, str):
+        exclude = (exclude,)
+    try:
+        names = tuple(exclude)
+    except TypeError:
+        raise InvalidConfigError(f"exclude must be a list of module names, got {exclude!r}") from None
+    known: set[str] = set()
+    for g in graph.groups:
+        known.add(g.id)
+        for m in g.modules:
+            parts = m.split(".")
+            known.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+    for name in names:
+        if not isinstance(name, str):
+            raise InvalidConfigError(f"exclude entries must be module names (str), got {name!r}")
+        if name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.6)
+            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else \
+                "; graph.summary() lists the groups and their modules"
+            raise InvalidConfigError(f"exclude={name!r} matches no channel group or module of the "
+                                     f"model{hint}")
+    return names

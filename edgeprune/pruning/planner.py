@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import math
 import warnings
 from collections.abc import Iterable, Mapping
@@ -12,7 +11,7 @@ import numpy as np
 
 from edgeprune.errors import InvalidConfigError, InvalidPlanError, UnsupportedOperationError
 from edgeprune.pruning.fingerprint import fingerprint_of
-from edgeprune.pruning.graph import ChannelGroup, Graph, _matches
+from edgeprune.pruning.graph import ChannelGroup, Graph, _matches, check_exclude
 from edgeprune.pruning.importance import CRITERIA, all_scores, get_tensor
 from edgeprune.pruning.plan_io import PruningPlan, seal_step
 from edgeprune.pruning.surgery import derive_attrs
@@ -51,33 +50,6 @@ def _rates(graph: Graph, sparsity: float | None, rates: Mapping[str, float] | No
 
 def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, (bool, np.bool_))
-
-
-def check_exclude(graph: Graph, exclude: Any) -> tuple[str, ...]:
-    """``exclude`` as a tuple of names; InvalidConfigError naming close matches for a name that
-    matches no group id and no module (a typo would otherwise leave the group pruned silently)."""
-    if isinstance(exclude, str):
-        exclude = (exclude,)
-    try:
-        names = tuple(exclude)
-    except TypeError:
-        raise InvalidConfigError(f"exclude must be a list of module names, got {exclude!r}") from None
-    known: set[str] = set()
-    for g in graph.groups:
-        known.add(g.id)
-        for m in g.modules:
-            parts = m.split(".")
-            known.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
-    for name in names:
-        if not isinstance(name, str):
-            raise InvalidConfigError(f"exclude entries must be module names (str), got {name!r}")
-        if name not in known:
-            close = difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.6)
-            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else \
-                "; graph.summary() lists the groups and their modules"
-            raise InvalidConfigError(f"exclude={name!r} matches no channel group or module of the "
-                                     f"model{hint}")
-    return names
 
 
 def _warn_round_to(graph: Graph, chosen: Mapping[str, float], round_to: int) -> None:

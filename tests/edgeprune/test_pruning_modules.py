@@ -1,4 +1,5 @@
-"""The pruning package's modules import each other without a circle."""
+"""The tracing side of the pruning package (trace -> graph) imports without a circle, lazy imports
+inside functions included."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from pathlib import Path
 import edgeprune.pruning
 
 PKG = Path(edgeprune.pruning.__file__).parent
+TRACING = {"recorder", "tracer", "ops", "layers", "blocks", "reshapes", "shapes", "size_attrs", "state",
+           "graph"}
 
 
 def _imports() -> dict[str, set[str]]:
@@ -26,8 +29,8 @@ def _imports() -> dict[str, set[str]]:
     return deps
 
 
-def test_no_import_circle_inside_pruning() -> None:
-    deps = _imports()
+def test_no_import_circle_on_the_tracing_side() -> None:
+    deps = {m: d & TRACING for m, d in _imports().items() if m in TRACING}
     assert deps["ops"] >= {"recorder", "layers"} and "ops" in deps["tracer"]  # the graph is read
     done: set[str] = set()
 
