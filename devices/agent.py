@@ -14,16 +14,18 @@ import argparse
 import json
 import os
 import platform
+import stat
 import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Dict, Optional
 
 from edgeprune.errors import EdgepruneError, ProtocolError
 
 EXIT_OK, EXIT_ERROR, EXIT_PROTOCOL = 0, 1, 2
-Emit = Callable[[dict[str, Any]], None]
+# typing.Dict, not dict[...]: this alias is evaluated at import and the agent runs on Python 3.8
+Emit = Callable[[Dict[str, Any]], None]
 
 
 def print_event(event: dict[str, Any]) -> None:
@@ -63,24 +65,62 @@ class _JobLock:
     successor never measure at the same time (the successor waits; the OS frees it on death)."""
 
     def __init__(self, job_dir: Path, emit: Emit) -> None:
-        self.path, self.emit, self.f = job_dir / ".lock", emit, None
+        self.path, self.emit, self.fd = job_dir / ".lock", emit, None
 
     def __enter__(self) -> _JobLock:
         try:
             import fcntl
         except ImportError:  # not POSIX: no locking
             return self
-        self.f = open(self.path, "w")
+        self.fd = open_lock_file(self.path)
         try:
-            fcntl.flock(self.f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             self.emit({"event": "waiting", "reason": "another agent holds this job; waiting for it"})
-            fcntl.flock(self.f, fcntl.LOCK_EX)
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.f is not None:
-            self.f.close()
+        if self.fd is not None:
+            os.close(self.fd)
+
+
+def open_lock_file(path: Path) -> int:
+    """Open (or create) a lock file without following a link and without truncating anything.
+
+    A job folder arrives from elsewhere: ``.lock`` may be a symlink planted to make the agent open a
+    file outside the folder. O_NOFOLLOW refuses a link as the last component; the fstat check refuses
+    anything that is not a regular file (a FIFO would block, a device would be written to).
+    """
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    if os.path.islink(path):
+        raise ProtocolError(f"{path} is a symbolic link; remove it (the agent only locks a plain file)")
+    try:
+        fd = os.open(str(path), flags | getattr(os, "O_NONBLOCK", 0), 0o600)
+    except OSError as exc:
+        raise ProtocolError(f"cannot open the job lock {path} ({exc.strerror}); remove it and run again") \
+            from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ProtocolError(f"{path} is not a regular file; remove it (the agent only locks a plain file)")
+    return fd
+
+
+def check_outputs_inside(job: Path, candidate_ids: list) -> None:
+    """Refuse a job whose output folders or files are links: writing through them would land outside."""
+    root = job.resolve()
+    places = [job / "results", job / "work"]
+    places += [job / "results" / f"{cid}.json" for cid in candidate_ids]
+    if (job / "work").is_dir() and not (job / "work").is_symlink():
+        places += sorted((job / "work").iterdir())
+    for place in places:
+        if place.is_symlink():
+            raise ProtocolError(
+                f"'{place.relative_to(job)}' in the job folder is a symbolic link; the agent writes only "
+                "inside the job folder (remove the link and run again)"
+            )
+        if place.exists() and root not in place.resolve().parents:
+            raise ProtocolError(f"'{place.relative_to(job)}' resolves outside the job folder")
 
 
 def run_job(
@@ -95,6 +135,7 @@ def run_job(
     job = Path(job_dir)
     manifest = read_manifest(job)
     paths = {c.id: verify_candidate(job, c) for c in manifest.candidates}  # refuse before any work
+    check_outputs_inside(job, [c.id for c in manifest.candidates])
     opts_sha = manifest.options_sha256()
     summary = {"ok": 0, "skipped": 0, "failed": 0}
     with _JobLock(job, emit):
@@ -119,6 +160,7 @@ def run_job(
             # keyed by file hash: a rebuilt candidate never meets a stale artifact, while an unchanged one
             # lets runtimes with a build cache (TensorRT engines) reuse what they built before
             workdir = job / "work" / f"{cand.id}-{cand.sha256[:12]}"
+            check_outputs_inside(job, [cand.id])  # again: the folder may have changed while we measured
             record: dict[str, Any] = {
                 "protocol_version": manifest.protocol_version, "job_id": manifest.job_id,
                 "candidate": cand.id, "file": cand.file, "sha256": cand.sha256, "options_sha256": opts_sha,

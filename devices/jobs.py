@@ -11,9 +11,8 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Mapping, Sequence, Union
 
 from edgeprune.devices.profile_schema import DeviceProfile
 from edgeprune.devices.protocol import (
@@ -27,6 +26,7 @@ from edgeprune.devices.protocol import (
 from edgeprune.errors import DeviceError
 from edgeprune.runtimes.fileio import sha256_file, write_json
 
+# typing's Sequence/Mapping: collections.abc ones are not subscriptable at import on Python 3.8
 Candidates = Union[Sequence[Union[str, os.PathLike]], Mapping[str, Union[str, os.PathLike]]]
 
 

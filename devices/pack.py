@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import zipfile
 from pathlib import Path
 from typing import Optional
@@ -44,7 +45,7 @@ def agent_files() -> dict[str, Path]:
 
 def check_imports(files: dict[str, Path]) -> None:
     """Refuse to pack code that imports torch or an ``edgeprune`` module missing from the archive."""
-    modules = {n[:-3].replace("/", ".").removesuffix(".__init__") for n in files if n.endswith(".py")}
+    modules = {re.sub(r"\.__init__$", "", n[:-3].replace("/", ".")) for n in files if n.endswith(".py")}
     for arc, path in files.items():
         if not arc.endswith(".py"):
             continue

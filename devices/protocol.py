@@ -94,6 +94,7 @@ class Manifest:
         for key in ("runtime_options", "profile_options"):
             if not isinstance(d.get(key, {}), dict):
                 raise ProtocolError(f"manifest field '{key}' must be an object")
+        _check_setup_checks(d.get("setup_checks"))
         cands, seen = [], set()
         for i, c in enumerate(d["candidates"]):
             ok = isinstance(c, dict) and all(isinstance(c.get(k), str) for k in ("id", "file", "sha256"))
@@ -113,6 +114,22 @@ class Manifest:
             input_size=d.get("input_size"), setup_checks=d.get("setup_checks"),
             protocol_version=version,
         )
+
+
+def _check_setup_checks(checks: Any) -> None:
+    """``setup_checks`` is null or a list of check names / ``{name: expected}`` with known names."""
+    from edgeprune.devices.environment import CHECK_NAMES
+
+    fix = f"use null or a list of check names / {{name: expected}} objects; known: {', '.join(CHECK_NAMES)}"
+    if checks is None:
+        return
+    if not isinstance(checks, list):
+        kind = type(checks).__name__
+        raise ProtocolError(f"manifest field 'setup_checks' must be a list, got {kind}; {fix}")
+    for i, item in enumerate(checks):
+        name = next(iter(item)) if isinstance(item, dict) and len(item) == 1 else item
+        if not isinstance(name, str) or name not in CHECK_NAMES:
+            raise ProtocolError(f"setup_checks[{i}] = {item!r} is not a known check; {fix}")
 
 
 def read_manifest(job_dir: str | os.PathLike) -> Manifest:
