@@ -24,6 +24,9 @@ from edgeprune.errors import (
 )
 from edgeprune.runtimes.fileio import read_json, sha256_file, write_json
 
+# The one key naming the GPU an artifact was built on: in artifact meta, in bundle manifests, in the
+# environment record. Written and read under this name only (two names once disagreed: checks never fired).
+GPU_NAME = "gpu_name"
 ARTIFACT_JSON = "artifact.json"
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from edgeprune.errors import BundleError, IncompatibleArtifactError, InvalidInputError
+from edgeprune.runtimes.base import GPU_NAME
 from edgeprune.runtimes.fileio import read_json, sha256_file
 from edgeprune.runtimes.postprocess import Detections, postprocess
 from edgeprune.runtimes.preprocess import boxes_from_letterbox, preprocess
@@ -150,7 +151,14 @@ def verify_bundle(path: str | os.PathLike, manifest: dict | None = None) -> dict
 
 
 def current_gpu() -> str | None:
-    """Name of GPU 0 via ``nvidia-smi`` (None when there is none); used to refuse foreign engines."""
+    """Name of GPU 0 as CUDA reports it (what the TensorRT backend records), else ``nvidia-smi``'s;
+    None when there is no GPU. Used to refuse foreign engines."""
+    try:
+        from edgeprune.runtimes.cuda_runtime import get_cuda
+
+        return get_cuda().device_info(0)[0]
+    except Exception:  # no CUDA here (or no device): fall back to nvidia-smi, then to "unknown"
+        pass
     exe = shutil.which("nvidia-smi")
     if exe is None:
         return None
@@ -179,7 +187,7 @@ def check_artifact_compatible(runtime: str, built: dict, here_version: str, here
             f"engines only load with the version that built them. Rebuild on this device: "
             f"load_bundle(path, rebuild=True) compiles the bundle's model.onnx here"
         )
-    g = built.get("gpu")
+    g = built.get(GPU_NAME)
     if g and here_gpu and str(g) != str(here_gpu):
         raise IncompatibleArtifactError(
             f"the bundle's {runtime} engine was built on GPU '{g}', this machine has '{here_gpu}'; "

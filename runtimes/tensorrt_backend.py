@@ -5,13 +5,19 @@ Build: the Python builder (default) or ``trtexec`` (``builder="trtexec"``), from
 The engine is a plain serialized plan (``trtexec --loadEngine`` can load it) named by a cache key of
 ONNX sha256, TensorRT version, GPU name, compute capability, precision and options; its sidecar
 ``<engine>.json`` holds the key fields. A matching engine is reused, anything else is rebuilt, and a
-session refuses an engine whose sidecar names another TensorRT version or GPU.
-Run: pycuda (page-locked host buffers, device buffers, one stream), ``execute_async_v3``.
-INT8 needs ``calibrator=`` (an ``IInt8Calibrator``) or ``int8_calibration_cache=``.
+session refuses an engine whose sidecar names another TensorRT version, GPU or build.
+Both builders get the same settings, so a key means one engine whichever built it: INT8 always
+calibrates from ``int8_calibration_cache`` (keyed by its content; the Python builder's ``calibrator=``
+writes it on the first build, trtexec only reads it), DLA at fp32 builds fp16 (as trtexec does), and
+int8 enables fp16 fallback in both.
+Run: CUDA through pycuda or, without it, libcudart via ctypes (``cuda_runtime``): page-locked host
+buffers, device buffers, one stream, ``execute_async_v3``; usable from any thread.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -21,12 +27,13 @@ import numpy as np
 from edgeprune.errors import (
     CompileError,
     IncompatibleArtifactError,
+    InvalidInputError,
     MissingDependencyError,
-    UnsupportedPrecisionError,
 )
 from edgeprune.runtimes import tensorrt_options as to
 from edgeprune.runtimes import trtexec
-from edgeprune.runtimes.base import Artifact, Runtime, Session, TensorSpec
+from edgeprune.runtimes.base import GPU_NAME, Artifact, Runtime, Session, TensorSpec
+from edgeprune.runtimes.cuda_runtime import get_cuda
 from edgeprune.runtimes.fileio import atomic_write_bytes, write_json
 
 
@@ -38,20 +45,45 @@ def _trt():
     return tensorrt
 
 
-def _cuda():
-    try:
-        import pycuda.driver as cuda
-    except ImportError:
-        raise MissingDependencyError("pycuda", "tensorrt") from None
-    cuda.init()
-    return cuda
+_LOGGERS: dict = {}
+_LOGGER_LOCK = threading.Lock()
+
+
+def trt_logger(trt):
+    """The one ``trt.Logger`` of this process, shared by builders and runtimes (TensorRT expects one)."""
+    with _LOGGER_LOCK:
+        if id(trt) not in _LOGGERS:
+            _LOGGERS[id(trt)] = trt.Logger(trt.Logger.WARNING)
+        return _LOGGERS[id(trt)]
+
+
+# TensorRT DataType name -> numpy dtype. Our own table: ``trt.nptype`` of TensorRT 8.5 returns ``np.bool``,
+# removed in numpy 1.24, so it raises AttributeError there for every tensor.
+TRT_TO_NUMPY = {
+    "FLOAT": np.float32,
+    "HALF": np.float16,
+    "INT8": np.int8,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "BOOL": np.bool_,
+    "UINT8": np.uint8,
+}
+
+
+def numpy_dtype(trt_dtype: Any) -> np.dtype:
+    """numpy dtype of a TensorRT ``DataType``; FP8/BF16/INT4 tensors at the I/O are refused by name."""
+    name = getattr(trt_dtype, "name", None) or str(trt_dtype).rsplit(".", 1)[-1]
+    if name not in TRT_TO_NUMPY:
+        raise CompileError(
+            f"engine I/O tensor of TensorRT type {name} has no numpy equivalent; export the model with "
+            f"float32/float16 inputs and outputs (supported: {', '.join(TRT_TO_NUMPY)})"
+        )
+    return np.dtype(TRT_TO_NUMPY[name])
 
 
 def gpu_info(device: int = 0) -> tuple[str, str]:
-    """(GPU name, compute capability "major.minor") of CUDA device ``device``."""
-    d = _cuda().Device(device)
-    major, minor = d.compute_capability()
-    return d.name(), f"{major}.{minor}"
+    """(GPU name, compute capability "major.minor") of CUDA device ``device`` (pycuda or libcudart)."""
+    return get_cuda().device_info(device)
 
 
 def current_fields(onnx_sha256: str, options: to.TrtBuildOptions, device: int = 0) -> dict:
@@ -59,35 +91,52 @@ def current_fields(onnx_sha256: str, options: to.TrtBuildOptions, device: int = 
     return to.cache_key_fields(onnx_sha256, _trt().__version__, name, cc, options)
 
 
-class _CacheCalibrator:
-    """An INT8 calibrator that only replays a calibration cache (no data); built lazily on TensorRT."""
+def _calibrator_base(trt, calibrator):
+    for base in ("IInt8EntropyCalibrator2", "IInt8MinMaxCalibrator", "IInt8EntropyCalibrator"):
+        cls = getattr(trt, base, None)
+        if cls is not None and isinstance(calibrator, cls):
+            return cls
+    return None
 
-    @staticmethod
-    def make(trt, cache_path: str):
-        class Calib(trt.IInt8EntropyCalibrator2):
-            def __init__(self) -> None:
-                super().__init__()
 
-            def get_batch_size(self) -> int:
-                return 1
+def make_calibrator(trt, cache_path: str, user=None):
+    """The INT8 calibrator a build uses: with a cache file, one that replays it (what ``trtexec --calib``
+    does, so both builders make the same engine); else the user's calibrator, with its cache also
+    written to ``cache_path`` so later builds (and trtexec) reuse exactly these ranges."""
+    if Path(cache_path).is_file() or user is None:
+        base, user = trt.IInt8EntropyCalibrator2, None
+    else:
+        base = _calibrator_base(trt, user)
+        if base is None:
+            return user  # another calibrator kind: used as is; compile() checks that it wrote the cache
 
-            def get_batch(self, names):  # noqa: ARG002
-                return None
+    class Calib(base):
+        def __init__(self) -> None:
+            base.__init__(self)
 
-            def read_calibration_cache(self):
-                return Path(cache_path).read_bytes()
+        def get_batch_size(self) -> int:
+            return user.get_batch_size() if user is not None else 1
 
-            def write_calibration_cache(self, cache) -> None:
-                return None
+        def get_batch(self, names):
+            return user.get_batch(names) if user is not None else None
 
-        return Calib()
+        def read_calibration_cache(self):
+            p = Path(cache_path)
+            return p.read_bytes() if p.is_file() else None
+
+        def write_calibration_cache(self, cache) -> None:
+            atomic_write_bytes(cache_path, bytes(cache))
+            if user is not None:
+                user.write_calibration_cache(cache)
+
+    return Calib()
 
 
 def build_engine(onnx_path: str, opts: to.TrtBuildOptions, calibrator=None) -> bytes:
-    """Build a serialized engine with the TensorRT Python API."""
+    """Build a serialized engine with the TensorRT Python API (the same settings trtexec gets)."""
     trt = _trt()
     major = to.parse_version(trt.__version__)[0]
-    logger = trt.Logger(trt.Logger.WARNING)
+    logger = trt_logger(trt)
     builder = trt.Builder(logger)
     # explicit batch is the only mode in 10.x; in 8.x it must be asked for
     flags = 0 if major >= 10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
@@ -98,11 +147,11 @@ def build_engine(onnx_path: str, opts: to.TrtBuildOptions, calibrator=None) -> b
         raise CompileError(f"TensorRT could not parse {onnx_path}: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(opts.workspace_mib) << 20)
-    if opts.precision in ("fp16", "int8"):
+    if opts.precision in ("fp16", "int8"):  # int8 with fp16 fallback, as the trtexec command gets
         config.set_flag(trt.BuilderFlag.FP16)
     if opts.precision == "int8":
         config.set_flag(trt.BuilderFlag.INT8)
-        config.int8_calibrator = calibrator or _CacheCalibrator.make(trt, opts.int8_calibration_cache)
+        config.int8_calibrator = make_calibrator(trt, str(opts.int8_calibration_cache), calibrator)
     if opts.dla_core is not None:
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = int(opts.dla_core)
@@ -137,34 +186,41 @@ def build_engine(onnx_path: str, opts: to.TrtBuildOptions, calibrator=None) -> b
 
 
 class TensorRTSession(Session):
+    """An engine with its buffers. Every CUDA/TensorRT call runs with the device's primary context current
+    on the calling thread (``cuda.current``), so any thread may use or close the session; one lock keeps
+    two threads from sharing the execution context at once."""
+
     def __init__(self, artifact: Artifact) -> None:
         super().__init__(artifact)
-        trt, cuda = _trt(), _cuda()
-        self.cuda = cuda
-        device = int(artifact.options.get("device", 0))
+        trt, self.cuda = _trt(), get_cuda()
+        self.device = int(artifact.options.get("device", 0))
         build = to.TrtBuildOptions.from_options(artifact.precision, **artifact.options.get("build", {}))
         sidecar = to.read_sidecar(artifact.path)
-        to.check_loadable(sidecar or {}, current_fields(artifact.onnx_sha256, build, device), artifact.path)
-        self.ctx = cuda.Device(device).retain_primary_context()
-        self.ctx.push()
-        try:
-            self._setup(trt, cuda, artifact, build)
-        except Exception:
-            self.ctx.pop()
-            raise
+        current = current_fields(artifact.onnx_sha256, build, self.device)
+        to.check_loadable(sidecar or {}, current, artifact.path)
+        to.check_same_engine(sidecar or {}, current, artifact.path)
+        self._lock = threading.Lock()
+        self.stream, self.buffers, self.context, self.engine = None, {}, None, None
+        with self.cuda.current(self.device):
+            try:
+                self._setup(trt, artifact, build)
+            except BaseException:
+                self._release()
+                raise
 
-    def _setup(self, trt, cuda, artifact: Artifact, build: to.TrtBuildOptions) -> None:
-        self.runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+    def _setup(self, trt, artifact: Artifact, build: to.TrtBuildOptions) -> None:
+        cuda = self.cuda
+        self.runtime = trt.Runtime(trt_logger(trt))
         if build.dla_core is not None:
             self.runtime.DLA_core = int(build.dla_core)
         self.engine = self.runtime.deserialize_cuda_engine(Path(artifact.path).read_bytes())
         if self.engine is None:
             raise IncompatibleArtifactError(
-                f"TensorRT could not deserialize {artifact.path}; rebuild it here"
+                f"TensorRT could not deserialize {artifact.path}; {to.REBUILD_HINT}"
             )
         self.context = self.engine.create_execution_context()
-        self.stream = cuda.Stream()
-        self.inputs, self.outputs, self.buffers = [], [], {}
+        self.stream = cuda.stream_create()
+        self.inputs, self.outputs = [], []
         for i in range(self.engine.num_io_tensors):
             name = self.engine.get_tensor_name(i)
             is_input = self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
@@ -172,41 +228,57 @@ class TensorRTSession(Session):
             if is_input and -1 in shape:
                 shape = tuple(build.shapes[name])
                 self.context.set_input_shape(name, shape)
-            dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(name)))
+            dtype = numpy_dtype(self.engine.get_tensor_dtype(name))
             (self.inputs if is_input else self.outputs).append(TensorSpec(name, shape, dtype))
         for spec in self.inputs + self.outputs:
             shape = tuple(self.context.get_tensor_shape(spec.name))
-            host = cuda.pagelocked_empty(shape, spec.dtype)
-            dev = cuda.mem_alloc(max(1, host.nbytes))
-            self.context.set_tensor_address(spec.name, int(dev))
+            host = cuda.host_empty(shape, spec.dtype)
+            self.buffers[spec.name] = (host, None)
+            dev = cuda.malloc(max(1, host.nbytes))
             self.buffers[spec.name] = (host, dev)
+            self.context.set_tensor_address(spec.name, int(dev))
         self.outputs = [
             TensorSpec(s.name, tuple(self.buffers[s.name][0].shape), s.dtype) for s in self.outputs
         ]
 
     def _env_extra(self) -> dict:
-        name, cc = gpu_info(int(self.artifact.options.get("device", 0)))
-        return {"gpu_name": name, "compute_capability": cc, "includes_transfers": True}
+        name, cc = gpu_info(self.device)
+        return {GPU_NAME: name, "compute_capability": cc, "includes_transfers": True,
+                **self.cuda.versions()}
 
     def _run(self, feeds):
-        cuda, s = self.cuda, self.stream
-        for spec in self.inputs:
-            host, dev = self.buffers[spec.name]
-            np.copyto(host, feeds[spec.name])
-            cuda.memcpy_htod_async(dev, host, s)
-        if not self.context.execute_async_v3(stream_handle=s.handle):
-            raise CompileError("TensorRT execute_async_v3 failed")
-        for spec in self.outputs:
-            host, dev = self.buffers[spec.name]
-            cuda.memcpy_dtoh_async(host, dev, s)
-        s.synchronize()
-        return [self.buffers[o.name][0].copy() for o in self.outputs]
+        cuda = self.cuda
+        with self._lock, cuda.current(self.device):
+            if self.context is None:
+                raise InvalidInputError("this TensorRT session is closed")
+            s = self.stream
+            for spec in self.inputs:
+                host, dev = self.buffers[spec.name]
+                np.copyto(host, feeds[spec.name])
+                cuda.copy_htod_async(dev, host, s)
+            if not self.context.execute_async_v3(stream_handle=cuda.stream_handle(s)):
+                raise CompileError("TensorRT execute_async_v3 failed")
+            for spec in self.outputs:
+                host, dev = self.buffers[spec.name]
+                cuda.copy_dtoh_async(host, dev, s)
+            cuda.stream_synchronize(s)
+            return [self.buffers[o.name][0].copy() for o in self.outputs]
+
+    def _release(self) -> None:
+        # TensorRT objects go before the memory they point at; all with the context current
+        self.context, self.engine = None, None
+        for host, dev in self.buffers.values():
+            if dev is not None:
+                self.cuda.free(dev)
+            self.cuda.host_free(host)
+        self.buffers = {}
+        if self.stream is not None:
+            self.cuda.stream_destroy(self.stream)
+            self.stream = None
 
     def _close(self) -> None:
-        for _, dev in self.buffers.values():
-            dev.free()
-        self.buffers, self.context, self.engine = {}, None, None
-        self.ctx.pop()
+        with self._lock, self.cuda.current(self.device):
+            self._release()
 
 
 class TensorRTRuntime(Runtime):
@@ -229,38 +301,49 @@ class TensorRTRuntime(Runtime):
         **options: Any,
     ) -> Artifact:
         """Build (or reuse a matching cached) engine; ``threads`` is ignored (GPU)."""
-        precision = self.check_precision(precision)
-        build = to.TrtBuildOptions.from_options(precision, **options)
-        if precision == "int8" and calibrator is None and not build.int8_calibration_cache:
-            raise UnsupportedPrecisionError("TensorRT int8 needs calibrator= or int8_calibration_cache=")
+        requested = self.check_precision(precision)
+        build = to.TrtBuildOptions.from_options(requested, **options)  # DLA: fp32 becomes fp16
         if builder not in ("python", "trtexec"):
             raise CompileError(f"builder must be 'python' or 'trtexec', got {builder!r}")
+        to.check_int8_inputs(build, builder, calibrator is not None)
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         sha = self.onnx_sha256(onnx_path)
+        t0 = time.perf_counter()
         fields = current_fields(sha, build, device)
         engine, reusable = to.resolve_engine(workdir, fields)
-        t0 = time.perf_counter()
         if not reusable:
-            if builder == "python":
-                atomic_write_bytes(engine, build_engine(str(onnx_path), build, calibrator))
-            else:
-                cmd = trtexec.build_command(
-                    self.version(),
-                    onnx_path,
-                    engine,
-                    build,
-                    build_only=True,
-                    executable=trtexec.find_trtexec(),
-                )
-                trtexec.run(cmd, log_path=str(engine) + ".build.log")
+            with get_cuda().current(device):
+                plan = self._build(onnx_path, build, builder, calibrator, engine)
+            # a first INT8 build made its calibration cache just now: the key names it by content
+            fields = current_fields(sha, build, device)
+            if build.precision == "int8" and fields["options"].get("int8_calibration_sha256") is None:
+                raise CompileError(f"the calibrator wrote no cache to {build.int8_calibration_cache}; "
+                                   "its write_calibration_cache must save what TensorRT hands it")
+            final, _ = to.resolve_engine(workdir, fields)
+            if plan is not None:
+                atomic_write_bytes(final, plan)
+            elif final != engine:
+                os.replace(engine, final)
+            engine = final
             write_json(str(engine) + to.SIDECAR_SUFFIX, to.sidecar_for(fields, {"builder": builder}))
         build_s = time.perf_counter() - t0
+        meta = {
+            "runtime_version": self.version(),
+            "compile_s": build_s,
+            "cache_hit": reusable,
+            "cache_key": to.cache_key(fields),
+            GPU_NAME: fields["gpu_name"],
+            "compute_capability": fields["compute_capability"],
+            "cuda_path": get_cuda().name,
+        }
+        if build.precision != requested:
+            meta["precision_note"] = f"DLA runs fp16/int8 only: {requested} was built as {build.precision}"
         art = Artifact(
             runtime=self.name,
             path=str(engine),
             files=[str(engine), str(engine) + to.SIDECAR_SUFFIX],
-            precision=precision,
+            precision=build.precision,
             onnx_sha256=sha,
             options={
                 "threads": None,
@@ -268,17 +351,20 @@ class TensorRTRuntime(Runtime):
                 "builder": builder,
                 "build": {k: v for k, v in build.__dict__.items() if k != "precision"},
             },
-            meta={
-                "runtime_version": self.version(),
-                "compile_s": build_s,
-                "cache_hit": reusable,
-                "cache_key": to.cache_key(fields),
-                "gpu_name": fields["gpu_name"],
-                "compute_capability": fields["compute_capability"],
-            },
+            meta=meta,
         )
         art.save()
         return art
+
+    def _build(self, onnx_path, build: to.TrtBuildOptions, builder: str, calibrator, engine: Path):
+        """Serialized engine bytes (Python builder), or None after trtexec saved it to ``engine``."""
+        if builder == "python":
+            return build_engine(str(onnx_path), build, calibrator)
+        cmd = trtexec.build_command(
+            self.version(), onnx_path, engine, build, build_only=True, executable=trtexec.find_trtexec()
+        )
+        trtexec.run(cmd, log_path=str(engine) + ".build.log")
+        return None
 
     def _open(self, artifact: Artifact) -> Session:
         return TensorRTSession(artifact)

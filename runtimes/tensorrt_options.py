@@ -20,6 +20,8 @@ from edgeprune.errors import IncompatibleArtifactError, InvalidConfigError, Unsu
 
 TRT_PRECISIONS = ("fp32", "fp16", "int8")
 SIDECAR_SUFFIX = ".json"
+REBUILD_HINT = ("rebuild it on this device from its ONNX: runtimes.get('tensorrt').compile(onnx, workdir, "
+                "precision=...) writes a matching engine into workdir")
 # fields of the key that decide whether an engine can be loaded at all (vs. merely rebuilt)
 COMPAT_FIELDS = ("tensorrt_version", "gpu_name", "compute_capability")
 
@@ -51,6 +53,10 @@ class TrtBuildOptions:
     shapes: dict = field(default_factory=dict)  # input name -> static shape, for dynamic-shape ONNX
 
     def __post_init__(self) -> None:
+        if self.dla_core is not None and self.precision == "fp32":
+            # DLA runs fp16/int8 only: trtexec turns fp32 into fp16 for DLA, so the Python builder does
+            # too, and the key says fp16 (one engine, whichever builder built it)
+            object.__setattr__(self, "precision", "fp16")
         if self.precision not in TRT_PRECISIONS:
             raise UnsupportedPrecisionError(
                 f"TensorRT precision must be one of {TRT_PRECISIONS}, got {self.precision!r}"
@@ -72,13 +78,50 @@ class TrtBuildOptions:
         return cls(precision=str(precision).lower(), **options)
 
     def key_fields(self) -> dict:
-        """The options that change the built engine (timing cache path excluded)."""
+        """The options that change the built engine: paths excluded, the calibration cache by its content
+        (the same ranges make the same engine wherever the file lies; changed ranges, another one)."""
         d = asdict(self)
         d.pop("timing_cache")
+        d.pop("int8_calibration_cache")
         d["shapes"] = {k: list(v) for k, v in sorted(self.shapes.items())}
-        if self.int8_calibration_cache is None or self.precision != "int8":
-            d.pop("int8_calibration_cache")
+        if self.precision == "int8":
+            d["int8_calibration_sha256"] = calibration_sha256(self.int8_calibration_cache)
         return d
+
+
+def calibration_sha256(path: str | None) -> str | None:
+    """sha256 of an INT8 calibration cache file, None when there is none (yet)."""
+    if not path or not Path(path).is_file():
+        return None
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def check_int8_inputs(options: TrtBuildOptions, builder: str, has_calibrator: bool) -> None:
+    """Refuse an INT8 build that would run on placeholder ranges, naming how to build it properly.
+
+    trtexec ``--int8`` without ``--calib`` builds with dummy scales (wrong boxes, no error), and a Python
+    calibrator cannot be handed to trtexec: so both builders calibrate from one cache file, made once by
+    the Python builder's calibrator.
+    """
+    if options.precision != "int8":
+        return
+    cache = options.int8_calibration_cache
+    if not cache:
+        raise UnsupportedPrecisionError(
+            "TensorRT int8 needs int8_calibration_cache=PATH: an existing calibration cache, or where the "
+            "Python builder writes one from calibrator=... (an IInt8EntropyCalibrator2 over ~500 real images)"
+        )
+    if Path(cache).is_file():
+        return
+    if builder == "trtexec":
+        raise UnsupportedPrecisionError(
+            f"int8 calibration cache {cache} does not exist and trtexec would use placeholder ranges; build "
+            "once with builder='python' and calibrator=... (it writes that cache), then trtexec reuses it"
+        )
+    if not has_calibrator:
+        raise UnsupportedPrecisionError(
+            f"int8 calibration cache {cache} does not exist; pass calibrator=... to create it on this build"
+        )
 
 
 def cache_key_fields(
@@ -134,7 +177,21 @@ def check_loadable(sidecar: dict, current: dict, engine_path: str = "engine") ->
     if diffs:
         detail = ", ".join(f"{k}: built {stored.get(k)!r}, here {current.get(k)!r}" for k in diffs)
         raise IncompatibleArtifactError(
-            f"{engine_path} was built for another TensorRT/GPU ({detail}); rebuild it on this device"
+            f"{engine_path} was built for another TensorRT/GPU ({detail}); {REBUILD_HINT}"
+        )
+
+
+def check_same_engine(sidecar: dict, current: dict, engine_path: str = "engine") -> None:
+    """Refuse an engine whose sidecar describes another build (ONNX, precision, options, calibration) or
+    whose key was edited: a cache key must mean one engine, whichever builder made it."""
+    stored = sidecar.get("key_fields") or {}
+    if sidecar.get("cache_key") != cache_key(stored):
+        raise IncompatibleArtifactError(f"{engine_path}: its sidecar's cache_key does not match its fields; "
+                                        f"{REBUILD_HINT}")
+    diffs = mismatched_fields(sidecar, current)
+    if diffs:
+        raise IncompatibleArtifactError(
+            f"{engine_path} was built with other settings (differs in: {', '.join(diffs)}); {REBUILD_HINT}"
         )
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from edgeprune._version import __version__
 from edgeprune.errors import BundleError
+from edgeprune.runtimes.base import GPU_NAME
 from edgeprune.runtimes.bundle import FORMAT, FORMAT_VERSION, MANIFEST, read_manifest
 from edgeprune.runtimes.fileio import sha256_file, write_json
 
@@ -163,7 +164,7 @@ def _copy_artifact(artifact: Any, dest: Path) -> dict:
         "runtime": artifact.runtime,
         "precision": artifact.precision,
         "runtime_version": artifact.meta.get("runtime_version"),
-        "gpu": artifact.meta.get("gpu") or artifact.meta.get("device_name"),
+        GPU_NAME: artifact.meta.get(GPU_NAME),  # the key every backend writes (runtimes.base.GPU_NAME)
         "main_file": main.relative_to(dest.parent).as_posix(),
     }
 

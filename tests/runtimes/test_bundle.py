@@ -149,9 +149,9 @@ def test_tensorrt_engine_of_other_version_or_gpu_is_refused():
         check_artifact_compatible("tensorrt", {"runtime_version": "8.6.1"}, "10.3.0", "Orin")
     with pytest.raises(IncompatibleArtifactError, match="GPU 'Xavier'.*'Orin'"):
         check_artifact_compatible(
-            "tensorrt", {"runtime_version": "10.3.0", "gpu": "Xavier"}, "10.3.0", "Orin"
+            "tensorrt", {"runtime_version": "10.3.0", "gpu_name": "Xavier"}, "10.3.0", "Orin"
         )
-    check_artifact_compatible("tensorrt", {"runtime_version": "10.3.0", "gpu": "Orin"}, "10.3.0", "Orin")
+    check_artifact_compatible("tensorrt", {"runtime_version": "10.3.0", "gpu_name": "Orin"}, "10.3.0", "Orin")
     check_artifact_compatible("openvino", {"runtime_version": "2024.0"}, "2026.4", None)  # portable IR
 
 

@@ -1,4 +1,4 @@
-"""The real TensorRT build + inference path (needs TensorRT, pycuda and an NVIDIA GPU)."""
+"""The real TensorRT build + inference path (needs TensorRT, CUDA (pycuda or libcudart) and an NVIDIA GPU)."""
 
 import importlib.util
 import json
@@ -10,10 +10,18 @@ import pytest
 
 from .conftest import conv_relu_reference
 
+
+def _cuda_present() -> bool:
+    from edgeprune.runtimes.cuda_runtime import find_cudart
+
+    return importlib.util.find_spec("pycuda") is not None or find_cudart() is not None
+
+
 pytestmark = [
     pytest.mark.tensorrt,
+    pytest.mark.gpu,
     pytest.mark.skipif(importlib.util.find_spec("tensorrt") is None, reason="TensorRT is not installed"),
-    pytest.mark.skipif(importlib.util.find_spec("pycuda") is None, reason="pycuda is not installed"),
+    pytest.mark.skipif(not _cuda_present(), reason="neither pycuda nor libcudart is installed"),
 ]
 
 
