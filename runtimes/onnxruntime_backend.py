@@ -9,7 +9,13 @@ exactly how many cores it used.
 
 Options: ``providers`` (default ["CPUExecutionProvider"]; CUDA / TensorRT EPs only when asked for and
 present), ``graph_optimization_level`` ("all" | "extended" | "basic" | "disable"), ``inter_op_threads``
-(default 1), ``allow_spinning`` (bool; None keeps ORT's default), ``save_optimized``.
+(default 1), ``allow_spinning`` (bool; None keeps ORT's default), ``save_optimized``, ``trt_options``
+(extra TensorRT EP provider options, e.g. ``{"trt_max_workspace_size": 1 << 30}``).
+
+With the TensorRT EP, engines and timing caches go to ``workdir/trt_cache`` (engine and timing cache
+enabled): without them every session rebuilds the engine, minutes on a Jetson. ``compile`` creates the
+session *and* runs it once, so ``compile_s`` includes the engine build wherever the EP does it; later
+sessions load the cached engine.
 """
 
 from __future__ import annotations
@@ -43,7 +49,10 @@ _ORT_TYPES = {
     "tensor(int8)": "int8",
     "tensor(bool)": "bool",
 }
+TRT_EP = "TensorrtExecutionProvider"
+TRT_CACHE_DIR = "trt_cache"  # inside the artifact's folder, so the artifact stays movable
 KNOWN_OPTIONS = {
+    "trt_options",
     "providers",
     "graph_optimization_level",
     "inter_op_threads",
@@ -79,12 +88,20 @@ def _session_options(ort, options: dict, optimized_path: str | None = None):
     return so
 
 
-def _providers(options: dict, precision: str) -> list:
-    """Provider list with provider options; fp16 only through the TensorRT EP's own flag."""
+def _providers(options: dict, precision: str, artifact_dir: str | os.PathLike | None = None) -> list:
+    """Provider list with provider options; fp16 only through the TensorRT EP's own flag, its engine and
+    timing caches in ``artifact_dir/trt_cache``."""
     out = []
     for p in options["providers"]:
-        if p == "TensorrtExecutionProvider":
-            out.append((p, {"trt_fp16_enable": precision == "fp16"}))
+        if p == TRT_EP:
+            opts = {"trt_fp16_enable": precision == "fp16"}
+            if artifact_dir is not None:
+                cache = os.path.join(os.fspath(artifact_dir), TRT_CACHE_DIR)
+                os.makedirs(cache, exist_ok=True)
+                opts.update(trt_engine_cache_enable=True, trt_engine_cache_path=cache,
+                            trt_timing_cache_enable=True, trt_timing_cache_path=cache)
+            opts.update(options.get("trt_options") or {})
+            out.append((p, opts))
         else:
             out.append(p)
     return out
@@ -98,7 +115,7 @@ class OnnxRuntimeSession(Session):
         self.sess = ort.InferenceSession(
             artifact.path,
             sess_options=_session_options(ort, opts),
-            providers=_providers(opts, artifact.precision),
+            providers=_providers(opts, artifact.precision, artifact.directory),
         )
         self.inputs = [self._spec(i) for i in self.sess.get_inputs()]
         self.outputs = [self._spec(o) for o in self.sess.get_outputs()]
@@ -131,6 +148,17 @@ class OnnxRuntimeSession(Session):
         self.sess = None
 
 
+def _zero_feeds(sess) -> dict:
+    """Zero inputs for a session's first run (dynamic dims as 1; the EP builds for what it sees)."""
+    import numpy as np
+
+    feeds = {}
+    for arg in sess.get_inputs():
+        shape = [d if isinstance(d, int) and d > 0 else 1 for d in arg.shape]
+        feeds[arg.name] = np.zeros(shape, dtype=np.dtype(_ORT_TYPES.get(arg.type, "float32")))
+    return feeds
+
+
 class OnnxRuntimeRuntime(Runtime):
     name = "onnxruntime"
     extra = "onnxruntime"
@@ -155,6 +183,10 @@ class OnnxRuntimeRuntime(Runtime):
             "inter_op_threads": int(options.get("inter_op_threads", 1)),
             "allow_spinning": options.get("allow_spinning"),
         }
+        if options.get("trt_options"):
+            if not isinstance(options["trt_options"], dict):
+                raise InvalidConfigError("onnxruntime: trt_options must be a dict of TensorRT EP options")
+            opts["trt_options"] = dict(options["trt_options"])
         if opts["graph_optimization_level"] not in LEVELS:
             raise InvalidConfigError(f"graph_optimization_level must be one of {list(LEVELS)}")
         available = ort.get_available_providers()
@@ -175,13 +207,16 @@ class OnnxRuntimeRuntime(Runtime):
         if options.get("save_optimized"):
             optimized = str(model.with_name("model.optimized.onnx"))
             files.append(optimized)
+        uses_trt = TRT_EP in opts["providers"]
         t0 = time.perf_counter()
         try:
             sess = ort.InferenceSession(
                 str(model),
                 sess_options=_session_options(ort, opts, optimized),
-                providers=_providers(opts, precision),
+                providers=_providers(opts, precision, model.parent),
             )
+            if uses_trt:  # the EP may build engines on the first run: make compile_s include it
+                sess.run(None, _zero_feeds(sess))
         except Exception as exc:
             raise CompileError(f"onnxruntime could not load {onnx_path}: {exc}") from exc
         compile_s = time.perf_counter() - t0
@@ -197,6 +232,9 @@ class OnnxRuntimeRuntime(Runtime):
                 "compile_s": compile_s,
                 "providers_used": list(sess.get_providers()),
                 "optimized_model": optimized and os.path.basename(optimized),
+                "compile_includes": "session creation" + (" and a first run (TensorRT engine build)"
+                                                          if uses_trt else ""),
+                **({"trt_cache_dir": TRT_CACHE_DIR} if uses_trt else {}),
             },
         )
         art.save()
