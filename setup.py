@@ -60,9 +60,13 @@ setup(
         "onnxruntime": ["onnxruntime>=1.16"],
         "openvino": ["openvino>=2024.0"],
         "opencv": ["opencv-python-headless>=4.8"],
-        "tensorrt": ["tensorrt>=8.5", "pycuda>=2022.1"],
+        # <11: TensorRT 11 drops BuilderFlag.FP16/INT8 and the calibrator API this backend uses.
+        # CUDA calls go through libcudart (ctypes) unless pycuda is installed (the "pycuda" extra).
+        "tensorrt": ["tensorrt>=8.5,<11"],
+        "pycuda": ["pycuda>=2022.1"],
         "ray": ["ray[client]>=2.9"],  # sensitivity on a Ray cluster; [client] for ray:// addresses
-        "dev": ["pytest>=8", "ruff>=0.5", "build>=1.0", "setuptools>=70.1", "openvino>=2024.0"],
+        "dev": ["pytest>=8", "ruff>=0.5", "build>=1.0", "setuptools>=70.1", "openvino>=2024.0",
+                "vermin>=1.6"],
     },
     entry_points={"console_scripts": ["edgeprune=edgeprune.cli:main"]},
 )

@@ -21,14 +21,31 @@ from edgeprune.runtimes.environment import cpu_model
 
 CHECK_NAMES = ("clocks_locked", "power_mode", "governor_performance")
 
-# L4T release -> JetPack (NVIDIA's release notes); used when the nvidia-jetpack package is absent.
+# L4T release -> JetPack (NVIDIA's release notes and Jetson archive); used when the nvidia-jetpack
+# package is absent. 36.4.2 shipped as a JetPack 6.1 update; 35.6.1 is JetPack 5.1.5, 36.4.4 is 6.2.1,
+# 36.5.0 is 6.2.2. A release missing here is answered by its series' latest entry, flagged as inferred.
 _JETPACK = {
     "32.4.3": "4.4", "32.4.4": "4.4.1", "32.5.0": "4.5", "32.5.1": "4.5.1", "32.5.2": "4.5.1",
     "32.6.1": "4.6", "32.7.1": "4.6.1", "32.7.2": "4.6.2", "32.7.3": "4.6.3", "32.7.4": "4.6.4",
     "32.7.5": "4.6.5", "35.1.0": "5.0.2", "35.2.1": "5.1", "35.3.1": "5.1.1", "35.4.1": "5.1.2",
-    "35.5.0": "5.1.3", "35.6.0": "5.1.4", "36.2.0": "6.0 DP", "36.3.0": "6.0", "36.4.0": "6.1",
-    "36.4.3": "6.2",
+    "35.5.0": "5.1.3", "35.6.0": "5.1.4", "35.6.1": "5.1.5", "36.2.0": "6.0 DP", "36.3.0": "6.0",
+    "36.4.0": "6.1", "36.4.2": "6.1", "36.4.3": "6.2", "36.4.4": "6.2.1", "36.5.0": "6.2.2",
 }
+
+
+def jetpack_for(l4t: str | None) -> tuple[str | None, bool]:
+    """(JetPack version, inferred?) for an L4T release: exact from the table, else the latest listed
+    release of the same major.minor series at or below it (inferred=True), else (None, False)."""
+    if not l4t:
+        return None, False
+    if l4t in _JETPACK:
+        return _JETPACK[l4t], False
+
+    def key(v: str) -> tuple:
+        return tuple(int(p) for p in v.split(".") if p.isdigit())
+
+    series = [v for v in _JETPACK if key(v)[:2] == key(l4t)[:2] and key(v) <= key(l4t)]
+    return (_JETPACK[max(series, key=key)], True) if series else (None, False)
 
 
 def run_command(argv: Sequence[str], timeout: float = 10.0) -> dict[str, Any]:
@@ -110,7 +127,11 @@ def parse_tegra_release(text: str) -> dict[str, Any]:
     rev = m.group(2)
     l4t = f"{m.group(1)}.{rev if rev.count('.') else rev + '.0'}"
     board = re.search(r"BOARD:\s*([^,]+)", text)
-    return {"l4t": l4t, "jetpack": _JETPACK.get(l4t), "board": board.group(1).strip() if board else None}
+    jetpack, inferred = jetpack_for(l4t)
+    out = {"l4t": l4t, "jetpack": jetpack, "board": board.group(1).strip() if board else None}
+    if inferred:
+        out["jetpack_inferred"] = True  # not in the table: the series' latest known release
+    return out
 
 
 def sample_tegrastats(seconds: float = 1.0, interval_ms: int = 250) -> dict[str, Any]:

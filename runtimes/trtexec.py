@@ -3,7 +3,7 @@ parse its performance summary from TensorRT 8.x and 10.x logs. Needs no TensorRT
 
 Log formats handled (the "[date] [I] " prefix is optional):
   8.4:  ``Latency: min = 7.9 ms, max = 8.1 ms, mean = 7.96 ms, median = 7.95 ms, percentile(99%) = 8.08 ms``
-  8.6+ / 10.x: the same plus ``percentile(90%)`` and ``percentile(95%)``; banner ``[TensorRT v100300]``.
+  8.5, 8.6+ / 10.x: the same with ``percentile(90%)``, ``(95%)`` and ``(99%)``; banner ``[TensorRT v100300]``.
 Also some printed forms drop the ``=`` ("max 6.19 ms"); both parse.
 """
 

@@ -92,3 +92,17 @@ def test_collect_on_this_machine_records_runtime_and_no_jetson():
     record = env.collect(tegrastats_s=0, runtime="onnxruntime")
     assert record["is_jetson"] is False and "jetson" not in record
     assert record["runtimes"]["onnxruntime"] and record["cpu_count"] >= 1
+
+
+def test_jetpack_table_knows_recent_releases():
+    rel = "# R{} (release), REVISION: {}, GCID: 38749957, BOARD: generic, EABI: aarch64, DATE: Tue Jan 14\n"
+    cases = {("35", "6.1"): "5.1.5", ("36", "4.2"): "6.1", ("36", "4.3"): "6.2", ("36", "4.4"): "6.2.1",
+             ("36", "5.0"): "6.2.2", ("35", "6.0"): "5.1.4"}
+    for (major, revision), jetpack in cases.items():
+        got = env.parse_tegra_release(rel.format(major, revision))
+        assert got["jetpack"] == jetpack and "jetpack_inferred" not in got, (major, revision, got)
+    # 36.5 is written "REVISION: 5.0"; a release newer than the table is answered by its series, flagged
+    assert env.parse_tegra_release(rel.format("36", "5"))["l4t"] == "36.5.0"
+    later = env.parse_tegra_release(rel.format("35", "6.2"))
+    assert later["jetpack"] == "5.1.5" and later["jetpack_inferred"] is True
+    assert env.jetpack_for("38.9.0") == (None, False) and env.jetpack_for(None) == (None, False)

@@ -151,6 +151,8 @@ def test_parse_log_trt8_jetson():
         "max": 4.98718,
         "mean": 3.62144,
         "median": 3.61279,
+        "p90": 3.66211,
+        "p95": 3.69287,
         "p99": 3.80127,
     }
     assert s["gpu_compute"]["median"] == pytest.approx(3.40820)
@@ -159,6 +161,7 @@ def test_parse_log_trt8_jetson():
     assert s["gpu_compute_cov"] is None
     st = trtexec.to_latency_stats(s, "gpu_compute")
     assert st.median_ms == pytest.approx(3.40820) and st.p99_ms == pytest.approx(3.59277) and st.n == 0
+    assert st.p90_ms == pytest.approx(3.45581)  # TensorRT 8.5 prints 90/95/99 percentiles too
 
 
 def test_parse_log_trt10():
