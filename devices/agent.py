@@ -201,12 +201,17 @@ def run_job(
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """``agent run JOB_DIR`` | ``agent env`` | ``agent version``; exit 2 on a refused job."""
+    """``agent run JOB_DIR`` | ``agent field-check`` | ``agent env`` | ``agent version``; exit 2 on a
+    refused job (field-check: 0 ok, 1 a check failed, 3 incomplete)."""
     parser = argparse.ArgumentParser(prog="edgeprune-agent", description="edgeprune on-device agent")
     sub = parser.add_subparsers(dest="cmd")
     p_run = sub.add_parser("run", help="profile the candidates of a job folder")
     p_run.add_argument("job_dir")
     p_run.add_argument("--tegrastats-seconds", type=float, default=1.0)
+    p_fc = sub.add_parser("field-check", help="exercise every TensorRT path here; write one JSON report")
+    p_fc.add_argument("--out", default="field-check.json", help="report file (default field-check.json)")
+    p_fc.add_argument("--work", default=None, help="folder for engines and logs (default: beside --out)")
+    p_fc.add_argument("--no-trtexec", action="store_true", help="skip the trtexec check")
     sub.add_parser("env", help="print the device environment as JSON")
     sub.add_parser("version", help="print the agent's edgeprune version and interpreter")
     args = parser.parse_args(argv)
@@ -214,6 +219,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.cmd == "run":
             run_job(args.job_dir, tegrastats_s=args.tegrastats_seconds)  # failures are in the results
             return EXIT_OK
+        if args.cmd == "field-check":
+            from edgeprune.devices.field_check import run_field_check
+
+            return run_field_check(args.out, args.work, trtexec=not args.no_trtexec)
         if args.cmd == "env":
             from edgeprune.devices import environment
 

@@ -38,6 +38,14 @@ CUDART_GLOBS = (
 )
 
 
+# cudaErrorInsufficientDriver, cudaErrorNoDevice: the library loaded but there is no usable GPU here
+NO_DEVICE_CODES = (35, 100)
+
+
+class NoCudaDeviceError(CompileError):
+    """libcudart loaded, but no GPU (or no driver) is usable on this machine."""
+
+
 class CudaApi:
     """What the TensorRT backend asks of CUDA; ``name`` says which path answers ("pycuda" or "cudart")."""
 
@@ -176,7 +184,6 @@ class CudartApi(CudaApi):
             "cudaSetDevice": [i],
             "cudaGetDevice": [ctypes.POINTER(i)],
             "cudaDeviceGetAttribute": [ctypes.POINTER(i), i, i],
-            "cudaGetDeviceProperties": [ctypes.c_char_p, i],
             "cudaStreamCreate": [ctypes.POINTER(vp)],
             "cudaStreamSynchronize": [vp],
             "cudaStreamDestroy": [vp],
@@ -192,6 +199,11 @@ class CudartApi(CudaApi):
             fn = getattr(lib, fname)
             fn.argtypes, fn.restype = args, i
         lib.cudaGetErrorString.argtypes, lib.cudaGetErrorString.restype = [i], ctypes.c_char_p
+        try:  # CUDA 12+ headers map cudaGetDeviceProperties to _v2 (a larger struct; ``name`` still first)
+            self._props = lib.cudaGetDeviceProperties_v2
+        except AttributeError:
+            self._props = lib.cudaGetDeviceProperties
+        self._props.argtypes, self._props.restype = [ctypes.c_char_p, i], i
         self._pinned: dict = {}  # id(array) -> host pointer, for cudaFreeHost
 
     def check(self, code: int, what: str) -> None:
@@ -199,7 +211,8 @@ class CudartApi(CudaApi):
         if code:
             msg = self.lib.cudaGetErrorString(code)
             text = msg.decode() if isinstance(msg, bytes) else str(msg)
-            raise CompileError(f"CUDA {what} failed: error {code} ({text})")
+            cls = NoCudaDeviceError if code in NO_DEVICE_CODES else CompileError
+            raise cls(f"CUDA {what} failed: error {code} ({text})")
 
     def device_count(self) -> int:
         n = ctypes.c_int(0)
@@ -212,7 +225,7 @@ class CudartApi(CudaApi):
             code = self.lib.cudaDeviceGetAttribute(_ref(out), attr, int(device))
             self.check(code, "cudaDeviceGetAttribute")
         prop = ctypes.create_string_buffer(_PROP_BYTES)
-        self.check(self.lib.cudaGetDeviceProperties(prop, device), "cudaGetDeviceProperties")
+        self.check(self._props(prop, int(device)), "cudaGetDeviceProperties")
         return prop.raw[:256].split(b"\0", 1)[0].decode("utf-8", "replace"), f"{major.value}.{minor.value}"
 
     @contextlib.contextmanager
