@@ -242,6 +242,51 @@ class RemoteDevice:
                                capture_output=True, stdin=subprocess.DEVNULL)
                 self.target = saved
 
+    def field_check(self, out: str | os.PathLike, on_event: OnEvent | None = None,
+                    trtexec: bool = True) -> tuple[int, dict]:
+        """Run the agent's field check on the device and fetch its report to ``out``: (exit code, report).
+
+        The exit code is the agent's (0 ok, 1 a check failed, 3 incomplete); the report is the product,
+        so a failing check is returned, not raised. No report at all raises ``DeviceError``."""
+        agent = self.agent or default_agent()
+        name = f"agent-{sha256_file(agent)[:16]}.pyz"
+        folder = f"{self.remote_dir}/field-check"
+        args = [f"{self.remote_dir}/{name}", "field-check", "--out", f"{folder}/report.json",
+                "--work", f"{folder}/work", *([] if trtexec else ["--no-trtexec"])]
+        try:
+            with self._connection():
+                self._check(self._ssh_run(f"mkdir -p {shlex.quote(folder)}"), "creating its folder")
+                self._scp_up([agent], f"{self.remote_dir}/{name}")
+                proc = subprocess.Popen(self._ssh_argv(self._python_cmd(args)), stdin=subprocess.DEVNULL,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
+                err_lines: list[str] = []
+                drain = threading.Thread(target=lambda: err_lines.extend(proc.stderr), daemon=True)
+                drain.start()
+                for line in proc.stdout:
+                    try:
+                        event = json.loads(line)
+                    except ValueError:
+                        event = {"event": "log", "line": line.rstrip("\n")}
+                    if on_event is not None and isinstance(event, dict):
+                        on_event({"device": self.name, **event})
+                code = proc.wait()
+                drain.join(timeout=5)
+                stderr = "".join(err_lines)
+                if code == 255:
+                    self._check(subprocess.CompletedProcess([], code, "", stderr), "running the field check")
+                with tempfile.TemporaryDirectory(prefix="edgeprune-field-") as tmp:
+                    try:
+                        self._scp_down([f"{folder}/report.json"], Path(tmp))
+                    except DeviceError:
+                        raise DeviceError(f"device '{self.name}': the field check wrote no report "
+                                          f"(exit {code}): {stderr.strip()[-800:]}") from None
+                    data = (Path(tmp) / "report.json").read_bytes()
+        except _Transient as exc:
+            raise DeviceUnreachableError(f"device '{self.name}' ({self.target.host}) unreachable: {exc}; "
+                                         "run the field check again") from None
+        atomic_write_bytes(out, data)
+        return code, json.loads(data.decode("utf-8"))
+
     # --- steps -----------------------------------------------------------------------------------
     def _probe(self, remote_job: str, agent_name: str) -> dict:
         cmd = self._python_cmd(["-c", _PROBE, self.remote_dir, remote_job, agent_name])

@@ -124,3 +124,33 @@ def test_summary_lines_name_each_check():
               "verdict": "incomplete"}
     assert fc.summary_lines(report) == ["cuda                           not_run  no CUDA here",
                                         "verdict: incomplete"]
+
+
+@pytest.mark.ssh
+def test_host_command_runs_the_field_check_over_ssh(sshd, tmp_path, torch_shim, agent_pyz):
+    from edgeprune.devices.remote import RemoteDevice, RetryPolicy
+
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("TensorRT is installed here: this test is about a machine without it")
+    dev = RemoteDevice(sshd.target(), python=sys.executable, remote_dir=str(tmp_path / "device"),
+                       env={"PYTHONPATH": str(torch_shim)}, retry=RetryPolicy(attempts=1), agent=agent_pyz,
+                       name="testdev")
+    seen = []
+    code, report = dev.field_check(tmp_path / "here.json", on_event=seen.append)
+    assert code == fc.EXIT_INCOMPLETE
+    assert json.loads((tmp_path / "here.json").read_text()) == report  # fetched, byte for byte
+    assert (tmp_path / "device" / "field-check" / "report.json").is_file()  # written on the device
+    assert {c["name"] for c in report["checks"]} >= {"cuda", "tensorrt", "engine_fp16", "trtexec"}
+    assert any(e.get("event") == "check" and e["device"] == "testdev" for e in seen)
+
+
+def test_cli_field_check_here(tmp_path, capsys, monkeypatch):
+    from edgeprune.cli import main
+
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("TensorRT is installed here: this test is about a machine without it")
+    monkeypatch.chdir(tmp_path)
+    assert main(["field-check", "--out", "r.json"]) == fc.EXIT_INCOMPLETE
+    out = capsys.readouterr().out
+    assert "verdict: incomplete" in out and "engine_int8_calibrated" in out
+    assert json.loads((tmp_path / "r.json").read_text())["exit_code"] == fc.EXIT_INCOMPLETE
