@@ -70,6 +70,14 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     det = load_bundle(args.bundle, runtime=args.runtime, threads=args.threads, conf_thres=args.conf)
+    try:  # a detector holds runtime sessions (GPU memory with TensorRT): close it on every way out
+        return run(det, args)
+    finally:
+        det.close()
+
+
+def run(det, args) -> int:
+    """Detect on every frame, write the annotated video and print timings."""
     print(det)
     cap, source = open_source(args)
     if not cap.isOpened():
@@ -104,7 +112,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     fps_detect = 1000.0 / t["avg_total_ms"]
     print(f"FPS: {fps_detect:.1f} (detect only), {frames / wall:.1f} (with decode, draw and write)")
-    det.close()
     return 0
 
 

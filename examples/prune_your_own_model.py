@@ -88,14 +88,15 @@ def main() -> None:
     rt = runtimes.get("onnxruntime")
     arts = {n: rt.compile(work / f"{n}.onnx", work / n, threads=2) for n in ("dense", "pruned")}
     sessions = {n: rt.session(a) for n, a in arts.items()}
-    feeds = {"images": x.numpy()}
-    result = runtimes.compare(sessions, feeds)
+    try:  # sessions hold runtime resources: closed on every way out
+        result = runtimes.compare(sessions, {"images": x.numpy()})
+    finally:
+        for s in sessions.values():
+            s.close()
     for name, stats in result.items():
         ratio = result.ratio_to_first[name]
         print(f"{name:<7} median {stats.median_ms:.2f} ms  p90 {stats.p90_ms:.2f} ms  "
               f"CoV {stats.cov:.2f}  x{ratio:.2f} of dense")
-    for s in sessions.values():
-        s.close()
 
 
 if __name__ == "__main__":
