@@ -110,3 +110,16 @@ def test_missing_libcudart_is_one_clear_error(monkeypatch):
 def test_find_cudart_honours_the_environment(monkeypatch):
     monkeypatch.setenv("EDGEPRUNE_CUDART", "/opt/cuda/libcudart.so.12")
     assert cr.find_cudart() == "/opt/cuda/libcudart.so.12"
+
+
+@pytest.mark.skipif(cr.find_cudart() is None, reason="no libcudart on this machine")
+def test_real_libcudart_loads_with_our_signatures():
+    """Where a real CUDA runtime library exists, every symbol we bind is present and callable; without a
+    GPU it answers with NoCudaDeviceError (a fact, not a failure)."""
+    api = cr.load_cudart()
+    assert api.versions()["cuda_runtime_version"]  # e.g. "12.6" on JetPack 6, "11.4" on JetPack 5
+    try:
+        name, cc = api.device_info(0)
+    except cr.NoCudaDeviceError:
+        return
+    assert name and cc.count(".") == 1
