@@ -8,18 +8,13 @@ import importlib.util
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+import trt_fakes as fk  # tests/runtimes is on pytest's pythonpath
 
 from edgeprune.devices import field_check as fc
 from edgeprune.devices import field_model
-
-_spec = importlib.util.spec_from_file_location(
-    "trt_fakes_for_field_check", Path(__file__).resolve().parents[1] / "runtimes" / "trt_fakes.py")
-fk = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(fk)
 
 IO = [["images", "INPUT", list(field_model.INPUT_SHAPE), "FLOAT"],
       ["output", "OUTPUT", list(field_model.OUTPUT_SHAPE), "FLOAT"]]

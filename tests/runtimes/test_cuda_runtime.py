@@ -8,11 +8,10 @@ import threading
 
 import numpy as np
 import pytest
+import trt_fakes as fk
 
 from edgeprune.errors import CompileError, InvalidConfigError, MissingDependencyError
 from edgeprune.runtimes import cuda_runtime as cr
-
-from . import trt_fakes as fk
 
 
 def test_cudart_path_moves_bytes_through_pinned_and_device_memory():

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import trt_fakes as fk
 
 from edgeprune.errors import CompileError, IncompatibleArtifactError, UnsupportedPrecisionError
 from edgeprune.runtimes import cuda_runtime
 from edgeprune.runtimes import tensorrt_backend as tb
 
-from . import trt_fakes as fk
 from .conftest import make_conv_relu
 
 
@@ -261,11 +261,11 @@ def test_engine_with_other_settings_or_edited_sidecar_is_refused_with_the_fix(st
 def test_bundle_records_and_checks_the_gpu_the_backend_wrote(stack, tmp_path, monkeypatch):
     """The real writer (TensorRT compile -> write_bundle) and the real reader (load_bundle)."""
     pytest.importorskip("onnx")
+    from bundle_helpers import dark_box_onnx
+
     from edgeprune.deploy.bundle import write_bundle
     from edgeprune.runtimes import registry
     from edgeprune.runtimes.bundle import load_bundle, read_manifest
-
-    from .bundle_helpers import dark_box_onnx
 
     onnx_path = dark_box_onnx(tmp_path / "det.onnx")
     rt = tb.TensorRTRuntime()
