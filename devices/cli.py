@@ -72,7 +72,8 @@ def run_device_profile(args: argparse.Namespace) -> int:
             detail = {k: v for k, v in event.items() if k not in ("result", "event", "device", "checks")}
             print(f"[{event.get('device')}] {kind} {detail}", file=sys.stderr)
 
-    ssh = {"port": args.port, "identity_file": args.identity, "options": args.ssh_options}
+    ssh = {"port": args.port, "identity_file": args.identity, "options": args.ssh_options,
+           "python": getattr(args, "python", None)}
     jobs = profile_on_devices(
         args.models, profiles, getattr(args, "workdir", None) or args.jobs_dir, hosts=hosts, on_event=show,
         retry=RetryPolicy(attempts=max(1, args.retries)), profile_options=profile_options,

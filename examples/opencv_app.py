@@ -1,6 +1,6 @@
 """An OpenCV application running an edgeprune bundle on a video or a camera.
 
-    python examples/opencv_app.py --bundle demo_out/bundles/onnxruntime            # synthetic video
+    python examples/opencv_app.py --bundle demo_out/sweep/bundles/onnxruntime      # synthetic video
     python examples/opencv_app.py --bundle BUNDLE --video line3.mp4 --out annotated.mp4
     python examples/opencv_app.py --bundle BUNDLE --camera 0 --max-frames 300
 

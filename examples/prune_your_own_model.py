@@ -1,6 +1,6 @@
 """Pruning your own model: a model class you define, traced automatically (no hand-written graph).
 
-    python examples/prune_your_own_model.py
+    python examples/prune_your_own_model.py [--sparsity 0.5] [--img-size 256] [--threads 2]
 
 edgeprune follows the real dataflow of one forward pass, so concatenations, residual adds, chunks,
 shared modules and Python branches in the head are handled without a per-architecture config.
@@ -11,6 +11,7 @@ on a fresh instance, exports both models to ONNX and times them side by side on 
 
 from __future__ import annotations
 
+import argparse
 import copy
 import tempfile
 from pathlib import Path
@@ -64,14 +65,19 @@ class MyDetector(nn.Module):
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sparsity", type=float, default=0.5, help="fraction of filters removed (default 0.5)")
+    ap.add_argument("--img-size", type=int, default=256, help="input size, a multiple of 32 (default 256)")
+    ap.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads when timing (default 2)")
+    args = ap.parse_args()
     torch.manual_seed(0)
     model = MyDetector().eval()
-    x = torch.rand(1, 3, 256, 256)
+    x = torch.rand(1, 3, args.img_size, args.img_size)
 
     graph = ep.trace(model, x)
     print(graph.summary())
 
-    plan = ep.plan(graph, sparsity=0.5, criterion="l2", round_to=8)
+    plan = ep.plan(graph, sparsity=args.sparsity, criterion="l2", round_to=8)
     pruned = ep.apply(copy.deepcopy(model), plan)  # apply() works in place: keep the original
     print(f"params {ep.count_params(model):,} -> {ep.count_params(pruned):,}; "
           f"GFLOPs {ep.count_flops(model, x) / 1e9:.3f} -> {ep.count_flops(pruned, x) / 1e9:.3f}")
@@ -84,9 +90,10 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="edgeprune-own-"))
     ep.export_onnx(model, x, work / "dense.onnx")
-    ep.export_onnx(pruned, x, work / "pruned.onnx", metadata={"sparsity": 0.5, "plan_sha256": plan.sha256()})
+    meta = {"sparsity": args.sparsity, "plan_sha256": plan.sha256()}
+    ep.export_onnx(pruned, x, work / "pruned.onnx", metadata=meta)
     rt = runtimes.get("onnxruntime")
-    arts = {n: rt.compile(work / f"{n}.onnx", work / n, threads=2) for n in ("dense", "pruned")}
+    arts = {n: rt.compile(work / f"{n}.onnx", work / n, threads=args.threads) for n in ("dense", "pruned")}
     sessions = {n: rt.session(a) for n, a in arts.items()}
     try:  # sessions hold runtime resources: closed on every way out
         result = runtimes.compare(sessions, {"images": x.numpy()})

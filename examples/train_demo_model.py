@@ -150,9 +150,22 @@ def main() -> None:
     from edgeprune.models.demo import demo_model
 
     model = demo_model() if out.resolve() == DEFAULT_OUT.resolve() else _load(weights, info)
+    info["data"] = _data_record(args, info.get("data", {}))
     info["evaluation"] = {"val_images": args.val_images, **evaluate(model, val_dir, int(info["img_size"]))}
     write_json(info_path, info)
     print(info["evaluation"])
+
+
+def _data_record(args: argparse.Namespace, data: dict) -> dict:
+    """The generator's output hashes of both sets: a test checks today's generator still draws them."""
+    from edgeprune.data.synthetic import output_sha256
+
+    size = (args.gen_size, args.gen_size)
+    for name, (n, seed) in {"train": (args.train_images, 0), "val": (args.val_images, 1)}.items():
+        data.setdefault(name, {"n_images": n, "seed": seed})
+        if data[name].get("n_images") == n:
+            data[name].update(output_sha256(n, seed=seed, img_size=size))
+    return data
 
 
 def _load(weights: Path, info: dict) -> torch.nn.Module:

@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     )
     result = run_demo(cfg, fresh=args.fresh)
     print()
-    for key, path in (result.get("report") or {}).items():
+    for key, path in _flat(result.get("report") or {}):
         print(f"report {key}: {path}")
     for target, bundle in result["bundles"].items():
         print(f"bundle for {target}: {bundle}")
@@ -43,3 +43,12 @@ def run(args: argparse.Namespace) -> int:
     if first:
         print(f"\nrun it in an OpenCV app:\n  .venv/bin/python examples/opencv_app.py --bundle {first}")
     return 0
+
+
+def _flat(paths: dict, prefix: str = "") -> list[tuple[str, str]]:
+    """``{"plots": {"ort": {"latency": p}}}`` -> ``[("plots ort latency", p)]``: one path per line."""
+    out = []
+    for key, value in paths.items():
+        name = f"{prefix} {key}".strip()
+        out += _flat(value, name) if isinstance(value, dict) else [(name, str(value))]
+    return out

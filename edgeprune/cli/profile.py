@@ -47,6 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     from edgeprune.devices.cli import add_device_arguments  # --device NAME [--host user@host]
 
     add_device_arguments(p)
+    p.add_argument("--python", default=None, metavar="PATH",
+                   help="with --device: the device's interpreter that runs the agent "
+                        "(default: the device profile's, else python3), e.g. /usr/bin/python3.8")
     p.set_defaults(func=run)
 
 
@@ -67,6 +70,8 @@ def parse_options(items: list[str]) -> dict[str, dict]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "python", None) and not getattr(args, "devices", None):
+        raise InvalidConfigError("--python names the interpreter on a remote device; add --device NAME")
     if getattr(args, "devices", None):  # on device profiles (over SSH): edgeprune.devices owns this
         from edgeprune.devices.cli import run_device_profile
 

@@ -3,7 +3,8 @@
 Rerunning the same command resumes an interrupted run (nothing finished is recomputed). Config:
 
   model: demo                 # or {builtin: yolov7_tiny, num_classes: 5, weights: best.pt}
-                              # or {python: "pkg.module:factory", weights: ...}
+                              # or {python: "pkg.module:factory", weights: ...}: the module may
+                              # sit next to this file (found without PYTHONPATH)
   data: {train: data/train, val: data/val, img_size: 320}
   evaluator: {kind: detection, settings: {max_images: 32}}     # or kind: fidelity
   finetune: {kind: labeled, steps: 100, lr: 0.0005, batch: 8}  # or kind: distill

@@ -22,13 +22,14 @@ def run(args: argparse.Namespace) -> int:
     """Load the config, run the sweep, print each target's table with the knee marked."""
     from edgeprune.deploy import config as sweep_config
     from edgeprune.deploy.report import summary_text
-    from edgeprune.deploy.sweep import sweep
+    from edgeprune.deploy.sweep import run_img_size, sweep
 
     cfg = sweep_config.load_config(args.config)
     run_dir, factory, size = sweep_config.resolve_run(cfg)
     raw = cfg.raw
-    if size is None:
-        size = getattr(factory(), "img_size", None)
+    if size is None:  # the size the run was pruned at, else the model's own
+        hw = run_img_size(run_dir)
+        size = hw[0] if hw and hw[0] == hw[1] else hw or getattr(factory(), "img_size", None)
     evaluator = None
     if raw.get("evaluate_pick"):
         ev = raw["evaluate_pick"]

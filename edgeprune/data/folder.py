@@ -30,6 +30,8 @@ class ImageFolder(DetectionDataset):
     ) -> None:
         if isinstance(root, (str, os.PathLike)):
             root = Path(root)
+            if root.suffix.lower() == ".json":
+                raise InvalidDataError(f"'{root}' is a JSON file; give the folder of the images instead")
             if not root.is_dir():
                 raise InvalidDataError(f"image folder not found: '{root}'")
             paths = find_images(root)

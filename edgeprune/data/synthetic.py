@@ -10,6 +10,7 @@ No torch here.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -21,7 +22,7 @@ from edgeprune.data.synthetic_draw import CLASSES, draw_defect, draw_distractors
 from edgeprune.errors import InvalidDataError
 from edgeprune.runtimes.fileio import atomic_write_text
 
-__all__ = ["CLASSES", "generate", "generate_image", "generate_video"]
+__all__ = ["CLASSES", "generate", "generate_image", "generate_video", "output_sha256"]
 
 _GENERATOR_TAG = "edgeprune.data.synthetic"
 _NAME = re.compile(r"^\d{6}\.(jpg|txt)$")
@@ -132,6 +133,23 @@ def generate(
         f"nc: {len(CLASSES)}\nnames: [{names}]\n",
     )
     return out_dir
+
+
+def output_sha256(
+    n_images: int, seed: int = 0, img_size: tuple[int, int] = (320, 320), max_defects: int = 4
+) -> dict[str, str]:
+    """SHA-256 of what ``generate`` would draw (raw pixels before JPEG, and the label text).
+
+    Independent of the output path and the JPEG encoder, so a recorded value tells whether a dataset
+    regenerated today is the one a model was measured on.
+    """
+    h, w = int(img_size[0]), int(img_size[1])
+    pixels, labels = hashlib.sha256(), hashlib.sha256()
+    for i in range(int(n_images)):
+        img, objects = generate_image(np.random.default_rng([int(seed), i]), (h, w), max_defects)
+        pixels.update(np.ascontiguousarray(img).tobytes())
+        labels.update(f"{i:06d}\n{_label_text(objects, h, w)}".encode())
+    return {"pixels_sha256": pixels.hexdigest(), "labels_sha256": labels.hexdigest()}
 
 
 def generate_video(

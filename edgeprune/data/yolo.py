@@ -144,6 +144,10 @@ def resolve_yolo(
     """
     root = Path(root)
     yaml_path = None
+    if root.suffix.lower() == ".json":
+        raise InvalidDataError(
+            f"'{root}' is a JSON file, not a YOLO folder or data.yaml; for COCO annotations build "
+            f"CocoDataset(images_dir, '{root}', img_size) from edgeprune.data and pass that dataset instead")
     if root.is_file() and root.suffix.lower() in (".yaml", ".yml"):
         yaml_path = root
     elif root.is_dir() and (root / "data.yaml").is_file():

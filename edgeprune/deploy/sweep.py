@@ -39,6 +39,11 @@ from edgeprune.runtimes.compare import compare
 from edgeprune.runtimes.fileio import read_json, sha256_file, write_json
 from edgeprune.runtimes.profiling import LatencyStats, ProfileConfig
 
+# A pick must keep 90% of the unpruned model's primary metric unless told otherwise. On the demo
+# model's 200-image validation set, val sets drawn with other seeds move mAP50-95 by a few percent
+# (benchmarks/accuracy_noise.py), so 0.9 excludes real losses (0.116 vs 0.244 was picked without a
+# floor) while a candidate as good as the unpruned one is not excluded by sampling noise.
+DEFAULT_ACCURACY_FLOOR_REL = 0.9
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 get_runtime = registry.get  # module-level so tests can count compile/profile calls
 compare_sessions = compare
@@ -323,6 +328,20 @@ def _knee_for(
     return stats, select_knee(pts, tau=tau, accuracy_floor=floor, accuracy_floor_rel=floor_rel)
 
 
+def _hw(size: Any) -> tuple[int, int] | None:
+    return None if size is None else ((int(size), int(size)) if isinstance(size, int) else tuple(size))
+
+
+def run_img_size(run_dir: str | Path) -> tuple[int, int] | None:
+    """(H, W) of the example input an iterative-pruning run was made with (its run.json), or None."""
+    path = Path(run_dir) / "run.json"
+    if not path.is_file():
+        return None
+    inputs = (read_json(path).get("fingerprint") or {}).get("inputs") or []
+    shape = inputs[0].get("shape") if inputs and isinstance(inputs[0], dict) else None
+    return (int(shape[2]), int(shape[3])) if isinstance(shape, list) and len(shape) == 4 else None
+
+
 @locks_run_dir("out_dir")  # one sweep per output folder at a time
 def sweep(
     run: str | Path | Sequence[Candidate],
@@ -347,6 +366,9 @@ def sweep(
     ``targets``: ``Target``s or config dicts ({name, runtime, precision, threads} or {device, host}).
     ``evaluator(detector) -> {metric: value}`` re-measures accuracy of each pick through its bundle.
     ``fresh`` re-measures every target (exports and compiles stay cached when their inputs match).
+    Input size: ``img_size``, else ``example_inputs``, else the size the run was pruned at, else the
+    model's ``img_size``. Accuracy floor: with neither floor given and candidates that carry metrics,
+    ``DEFAULT_ACCURACY_FLOOR_REL`` x the unpruned metric (``accuracy_floor_rel=0`` turns it off).
     """
     from tqdm.auto import tqdm
 
@@ -361,14 +383,17 @@ def sweep(
         raise InvalidConfigError(f"candidate ids {bad} must be letters, digits, '.', '_' or '-' (file names)")
     cands.sort(key=lambda c: c.sparsity)
     tlist = targets_from_config(list(targets))
-    size = (
-        None if img_size is None else ((img_size, img_size) if isinstance(img_size, int) else tuple(img_size))
-    )
+    size = _hw(img_size)
+    if size is None and example_inputs is None and isinstance(run, (str, Path)):
+        size = run_img_size(run)  # the size pruning ran at: the report's FLOPs were counted there
     if size is None and model_factory is not None and example_inputs is None:
-        s = getattr(model_factory(), "img_size", None)
-        size = None if s is None else ((s, s) if isinstance(s, int) else tuple(s))
+        size = _hw(getattr(model_factory(), "img_size", None))
     if any(c.onnx_path is None for c in cands) and size is None and example_inputs is None:
-        raise InvalidConfigError("exporting candidates needs img_size or example_inputs")
+        raise InvalidConfigError(
+            "cannot tell the input size to export the candidates at: the run records none and the model "
+            "has no img_size; pass img_size=<the size pruning ran at> or example_inputs=<a tensor>")
+    if accuracy_floor is None and accuracy_floor_rel is None and cands[0].metric is not None:
+        accuracy_floor_rel = DEFAULT_ACCURACY_FLOOR_REL
     export_candidates(cands, out_dir, size or (640, 640), example_inputs)
     config = ProfileConfig.make(profile_config)
     results: dict[str, TargetResult] = {}

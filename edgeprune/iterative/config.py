@@ -3,6 +3,7 @@
 ```yaml
 model: {builtin: yolov7_tiny, num_classes: 5, weights: best.pt}   # or: model: demo
                                                                    # or: {python: "pkg.mod:factory"}
+                                  # (a module next to this file is found without PYTHONPATH)
 data: {train: data/train, val: data/val, img_size: 320}
 evaluator: {kind: detection, settings: {}}          # or kind: fidelity (vs the unpruned model)
 finetune: {kind: labeled, steps: 100, lr: 0.0005, batch: 16, settings: {}}   # or kind: distill
@@ -22,6 +23,7 @@ Relative paths are resolved against the folder of the config file.
 from __future__ import annotations
 
 import importlib
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -203,6 +205,7 @@ def model_factory(cfg: PruneConfig) -> Callable[[], Any]:
             model = getattr(models, m["builtin"])(**kwargs)
         else:
             mod_name, _, fn_name = m["python"].partition(":")
+            _importable_from(cfg.base, mod_name)
             try:
                 fn = getattr(importlib.import_module(mod_name), fn_name)
             except (ImportError, AttributeError) as exc:
@@ -215,6 +218,18 @@ def model_factory(cfg: PruneConfig) -> Callable[[], Any]:
         return model.eval()
 
     return build
+
+
+def _importable_from(base: Path, mod_name: str) -> None:
+    """Put the config's folder first on sys.path when the module lives there (no PYTHONPATH needed).
+
+    sys.path is what spawned worker processes inherit, so they find the module too.
+    """
+    top = mod_name.split(".")[0]
+    if (base / f"{top}.py").is_file() or (base / top / "__init__.py").is_file():
+        folder = str(base.resolve())
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
 
 
 def img_size(cfg: PruneConfig, model: Any) -> int:

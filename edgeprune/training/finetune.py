@@ -14,10 +14,12 @@ statistics otherwise lag behind the weights). The returned model is in eval mode
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -52,11 +54,12 @@ class LabeledObjective:
 
 
 class LabeledFinetune:
-    """Fine-tune on a labeled YOLO dataset (``data_dir`` with images/ and labels/)."""
+    """Fine-tune on labeled data: a YOLO folder (images/ + labels/), a data.yaml, or a dataset instance
+    (e.g. ``CocoDataset``; it is copied and augmented with this fine-tune's seed)."""
 
     def __init__(
         self,
-        data_dir: str | Path,
+        data_dir: str | Path | Any,
         img_size: int,
         batch_size: int = 16,
         lr: float = 5e-4,
@@ -64,7 +67,11 @@ class LabeledFinetune:
         hyp: LossHyp | None = None,
         **cfg: Any,
     ) -> None:
-        self.data_dir, self.img_size, self.augment, self.hyp = Path(data_dir), int(img_size), augment, hyp
+        self.data_dir = data_dir if hasattr(data_dir, "samples") else Path(data_dir)  # dataset or path
+        self.img_size, self.augment, self.hyp = int(img_size), augment, hyp
+        if hasattr(data_dir, "samples") and tuple(data_dir.img_size) != (self.img_size, self.img_size):
+            raise InvalidConfigError(f"the dataset letterboxes to {tuple(data_dir.img_size)} but img_size is "
+                                     f"{self.img_size}; build it with the same img_size")
         self.cfg = {"batch_size": batch_size, "lr": lr, "ema": False, "bn_recalibrate": 16, **cfg}
         make_config(**self.cfg).validate()  # fail early on bad settings
         self.last_trainer: Trainer | None = None
@@ -74,7 +81,11 @@ class LabeledFinetune:
         from edgeprune.data import YoloDataset, collate
 
         config = make_config(steps, **self.cfg)
-        dataset = YoloDataset(self.data_dir, self.img_size, augment=self.augment, seed=config.seed)
+        if isinstance(self.data_dir, Path):
+            dataset = YoloDataset(self.data_dir, self.img_size, augment=self.augment, seed=config.seed)
+        else:  # a copy: the caller's dataset keeps its own augment flag and random stream
+            dataset = copy.copy(self.data_dir)
+            dataset.augment, dataset._rng = self.augment, np.random.default_rng(config.seed)
         objective = LabeledObjective(model, self.img_size, self.hyp)
         trainer = Trainer(model, objective, dataset, config, collate_fn=collate)
         self.last_trainer = trainer
@@ -82,7 +93,13 @@ class LabeledFinetune:
 
     def settings(self) -> dict:
         """JSON-able description (for cache keys and reports)."""
-        return {"kind": "labeled", "data_dir": str(self.data_dir), "img_size": self.img_size,
+        if isinstance(self.data_dir, Path):
+            data = str(self.data_dir)
+        else:  # a stable identity for the run fingerprint (the object's repr would change every run)
+            from edgeprune.evaluation.detection import labels_fingerprint
+
+            data = f"{type(self.data_dir).__name__}:{labels_fingerprint(self.data_dir)}"
+        return {"kind": "labeled", "data_dir": data, "img_size": self.img_size,
                 "augment": self.augment, **{k: v for k, v in self.cfg.items() if k != "device"}}
 
 

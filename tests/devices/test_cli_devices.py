@@ -32,3 +32,23 @@ def test_profile_on_local_device(tmp_path, tiny_models, capsys):
 def test_profile_device_rejects_runtime_flag(tmp_path, tiny_models, capsys):
     rc = main(["profile", str(tiny_models[0]), "--device", "local", "--runtime", "openvino"])
     assert rc == 1 and "device profile sets the runtime" in capsys.readouterr().err
+
+
+def test_profile_device_python_is_passed_to_the_transport(tmp_path, tiny_models, monkeypatch):
+    import edgeprune.devices.runner as runner
+
+    seen = {}
+
+    def fake(models, profiles, jobs_dir, **kwargs):
+        seen.update(kwargs)
+        return {}
+
+    monkeypatch.setattr(runner, "profile_on_devices", fake)
+    rc = main(["profile", str(tiny_models[0]), "--device", "local", "--python", "/opt/py38/bin/python3",
+               "--jobs-dir", str(tmp_path / "jobs")])
+    assert rc == 0 and seen["python"] == "/opt/py38/bin/python3"
+
+
+def test_profile_python_needs_device(tiny_models, capsys):
+    rc = main(["profile", str(tiny_models[0]), "--python", "python3.8"])
+    assert rc == 1 and "--device" in capsys.readouterr().err
