@@ -11,6 +11,7 @@ No torch here.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from pathlib import Path
@@ -22,7 +23,7 @@ from edgeprune.data.synthetic_draw import CLASSES, draw_defect, draw_distractors
 from edgeprune.errors import InvalidDataError
 from edgeprune.runtimes.fileio import atomic_write_text
 
-__all__ = ["CLASSES", "generate", "generate_image", "generate_video", "output_sha256"]
+__all__ = ["CLASSES", "generate", "generate_coco", "generate_image", "generate_video", "output_sha256"]
 
 _GENERATOR_TAG = "edgeprune.data.synthetic"
 _NAME = re.compile(r"^\d{6}\.(jpg|txt)$")
@@ -133,6 +134,31 @@ def generate(
         f"nc: {len(CLASSES)}\nnames: [{names}]\n",
     )
     return out_dir
+
+
+def generate_coco(
+    images_dir: str | os.PathLike,
+    annotation_json: str | os.PathLike,
+    n_images: int,
+    seed: int = 0,
+    img_size: tuple[int, int] = (320, 320),
+) -> Path:
+    """The images ``generate`` draws, with COCO annotations (bbox [x, y, w, h] px) instead of YOLO labels."""
+    h, w = int(img_size[0]), int(img_size[1])
+    images_dir, ann = Path(images_dir), Path(annotation_json)
+    images_dir.mkdir(parents=True, exist_ok=True)
+    images, anns = [], []
+    for i in range(int(n_images)):
+        img, objects = generate_image(np.random.default_rng([int(seed), i]), (h, w))
+        name = f"{i:06d}.jpg"
+        cv2.imwrite(str(images_dir / name), img, [cv2.IMWRITE_JPEG_QUALITY, 92])
+        images.append({"id": i + 1, "file_name": name, "height": h, "width": w})
+        for cls, (x0, y0, x1, y1) in objects:
+            anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": cls + 1, "iscrowd": 0,
+                         "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0)})
+    cats = [{"id": k + 1, "name": n} for k, n in enumerate(CLASSES)]
+    atomic_write_text(ann, json.dumps({"images": images, "annotations": anns, "categories": cats}))
+    return ann
 
 
 def output_sha256(

@@ -6,14 +6,16 @@ run_prune: false         # true: run (or resume) that pruning first
 # or, without a prune config:
 run_dir: runs/prune
 model: demo              # as in the prune config: demo | {builtin, num_classes, weights} | {python}
-img_size: 320            # default: the prune config's data.img_size, else the model's img_size
+img_size: 320            # default: the prune config's data.img_size, else the size the run was
+                         # pruned at (its run.json), else the model's img_size
 targets:
   - {name: ort-2t, runtime: onnxruntime, precision: fp32, threads: 2}
   - {name: ov-2t, runtime: openvino, threads: 2}
   - {device: jetson-orin-nano, host: user@jetson}          # measured on the device over SSH
 tau: 0.03
 accuracy_floor: null      # absolute floor of the candidates' primary metric
-accuracy_floor_rel: 0.9   # or relative to the unpruned model's metric
+accuracy_floor_rel: 0.9   # or relative to the unpruned model's metric (default 0.9 when neither is
+                          # given and candidates carry metrics; 0 turns the floor off)
 profile: {min_runs: 30, min_s: 2.0}          # runtimes.ProfileConfig fields
 postprocess: {conf_thres: 0.25, iou_thres: 0.45}
 evaluate_pick: {data: data/val, max_images: 200}   # re-measure each pick's mAP on the runtime output
