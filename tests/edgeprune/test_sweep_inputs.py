@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import onnx
 import pytest
+from test_sweep import FAST, _tiny_run, make_cands
 
 from edgeprune.deploy import sweep
 from edgeprune.deploy.sweep import DEFAULT_ACCURACY_FLOOR_REL, run_img_size
 from edgeprune.errors import InvalidConfigError
-
-sys.path.insert(0, str(Path(__file__).parent))
-from test_sweep import FAST, _tiny_run, make_cands  # noqa: E402
 
 TARGETS = [{"name": "ort", "runtime": "onnxruntime", "threads": 1}]
 
