@@ -9,7 +9,7 @@ STAMP := $(VENV)/.edgeprune-installed
 $(STAMP): setup.py constraints.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	# constraints.txt pins the local CPU build of torch (a plain `torch` would pull CUDA wheels)
+	# constraints.txt pins torch==2.13.0; CPU or CUDA build depends on pip's index (README: Install)
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev,onnxruntime,openvino,opencv,ray]'
 	touch $(STAMP)
 
