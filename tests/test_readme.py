@@ -41,7 +41,7 @@ def test_readme_python_block_runs(line, code, tmp_path):
     env = {**os.environ, "MPLBACKEND": "Agg", "PYTHONDONTWRITEBYTECODE": "1"}
     env.pop("PYTHONPATH", None)  # as a user would run it: only the installed package
     res = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True,
-                         text=True, timeout=1800)  # a guard against hangs; about a minute idle
+                         text=True, timeout=1800)  # a hang guard, generous for loaded machines
     tail = "\n".join((res.stdout + res.stderr).splitlines()[-40:])
     assert res.returncode == 0, f"README.md block at line {line} failed:\n{tail}"
 
