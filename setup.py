@@ -18,6 +18,7 @@ HOST_PACKAGES = [
     "edgeprune.training",
     "edgeprune.iterative",
     "edgeprune.deploy",
+    "edgeprune.latency",
 ]
 # Torch-free packages, mapped from top-level folders (auto-discovery does not follow package_dir).
 MAPPED_PACKAGES = {

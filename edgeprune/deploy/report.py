@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from edgeprune.deploy.predicted import prediction_line
 from edgeprune.runtimes.fileio import atomic_write_bytes, atomic_write_text, write_json
 
 KNEE_COLOR = "#d62728"
@@ -70,6 +71,7 @@ def target_rows(res, tr) -> list[dict]:
                 "tolerance_ms": tr.knee.tolerance_ms[k],
                 "knee": k == tr.knee.index,
                 "inverted": any(i.slower_id == cid for i in tr.knee.inversions),
+                "predicted_ms": (getattr(tr, "predicted", None) or {}).get(cid),
             }
         )
     return rows
@@ -86,6 +88,7 @@ def markdown_table(res, tr) -> str:
         "GFLOPs",
         metric,
         "median ms",
+        *(["predicted ms"] if any(r["predicted_ms"] is not None for r in rows) else []),
         "p90 ms",
         "CoV",
         "speedup",
@@ -105,6 +108,7 @@ def markdown_table(res, tr) -> str:
             _fmt(r["gflops"], ".2f"),
             _fmt(r["metric"], ".4f"),
             f"{r['median_ms']:.3f}",
+            *([_fmt(r["predicted_ms"], ".3f")] if "predicted ms" in head else []),
             f"{r['p90_ms']:.3f}",
             f"{r['cov']:.3f}",
             _fmt(r["speedup"], ".2f") + "x",
@@ -121,6 +125,8 @@ def summary_text(res) -> str:
     lines = []
     for name, tr in res.targets.items():
         lines += [f"\n== {name}: {measured_with(tr)}\n", markdown_table(res, tr), f"\nknee: {tr.knee.reason}"]
+        if prediction_line(tr):
+            lines.append(prediction_line(tr))
         for inv in tr.knee.inversions:
             lines.append(f"inversion: {inv.text()}; fix: {tr.advice.get(inv.slower_id, '')}")
         if tr.bundle:
@@ -156,6 +162,9 @@ def plot_latency(res, tr, path: Path) -> str:
     )
     ax.plot(x, [r["median_ms"] for r in rows], "o-", color="#1f77b4", label="median")
     ax.axhline(rows[0]["median_ms"], color="gray", ls="--", lw=0.8, label="unpruned median")
+    pred = [(r["param_sparsity"] * 100, r["predicted_ms"]) for r in rows if r["predicted_ms"] is not None]
+    if pred:
+        ax.plot(*zip(*pred), "s:", color="#2ca02c", ms=5, label="predicted (latency model)")
     inv = [r for r in rows if r["inverted"]]
     if inv:
         ax.plot(
@@ -350,6 +359,7 @@ def report_dict(res) -> dict:
                 "inversion_advice": tr.advice,
                 "bundle": tr.bundle,
                 "pick_accuracy": tr.pick_accuracy,
+                "latency_model": getattr(tr, "prediction", None),
             }
             for name, tr in res.targets.items()
         },
@@ -423,6 +433,9 @@ def write_report(res) -> dict:
             f"Knee (tau = {tr.knee.tau:g}): {tr.knee.reason}.",
             "",
         ]
+        line = prediction_line(tr)
+        if line:
+            md += [line, ""]
         if tr.knee.inversions:
             md.append("Latency inversions (a more pruned model that is slower):")
             for inv in tr.knee.inversions:

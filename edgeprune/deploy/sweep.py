@@ -82,6 +82,8 @@ class TargetResult:
     advice: dict[str, str] = field(default_factory=dict)  # inversion slower_id -> rounding advice
     bundle: str | None = None
     pick_accuracy: dict | None = None
+    predicted: dict[str, float | None] = field(default_factory=dict)  # latency model, per candidate (ms)
+    prediction: dict | None = None  # its accuracy against the measured medians
 
 
 @dataclass
@@ -359,6 +361,8 @@ def sweep(
     bundles: bool = True,
     report: bool = True,
     postprocess: dict | None = None,
+    latency_models: dict | None = None,
+    latency_cache: str | Path | None = None,
 ) -> SweepResult:
     """Export, compile and profile every candidate on every target; knee, bundle and report per target.
 
@@ -369,6 +373,8 @@ def sweep(
     Input size: ``img_size``, else ``example_inputs``, else the size the run was pruned at, else the
     model's ``img_size``. Accuracy floor: with neither floor given and candidates that carry metrics,
     ``DEFAULT_ACCURACY_FLOOR_REL`` x the unpruned metric (``accuracy_floor_rel=0`` turns it off).
+    ``latency_models`` ({target name: LatencyModel}) or ``latency_cache`` (a folder: one model is built
+    per target from ``model_factory``) put each candidate's predicted latency beside its measurement.
     """
     from tqdm.auto import tqdm
 
@@ -415,6 +421,17 @@ def sweep(
                   for i in knee.inversions}
         results[t.name] = TargetResult(t, rec, stats, knee, advice)
     res = SweepResult(out_dir, cands, results, failed=failed)
+    if latency_models is None and latency_cache is not None and model_factory is not None and results:
+        import torch
+
+        from edgeprune.deploy.predicted import build_models
+
+        x = example_inputs if example_inputs is not None else torch.zeros(1, 3, *(size or (640, 640)))
+        latency_models = build_models([r.target for r in results.values()], model_factory(), x, latency_cache)
+    if latency_models:
+        from edgeprune.deploy.predicted import attach_predictions
+
+        attach_predictions(res, latency_models)
     if bundles:
         from edgeprune.deploy.picks import bundle_picks
 

@@ -13,6 +13,7 @@ import random
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -27,6 +28,7 @@ from edgeprune.iterative.executors import Executor
 from edgeprune.iterative.hashing import describe_callable, input_signature, state_dict_sha256
 from edgeprune.iterative.selection import SelectionConfig, explain, select
 from edgeprune.iterative.sensitivity import DEFAULT_RATES, _evaluate, sensitivity
+from edgeprune.latency.snap import snap_rates
 from edgeprune.runlock import locks_run_dir
 from edgeprune.runtimes.fileio import atomic_write_text, read_json, write_json
 
@@ -60,9 +62,9 @@ def _log(progress: bool, msg: str) -> None:
 
 
 def _fingerprint(model, example_inputs, evaluator, finetune, finetune_steps, selection, rates,
-                 criterion, round_to, seed) -> dict[str, Any]:
+                 criterion, round_to, seed, latency_models=None, snap=True) -> dict[str, Any]:
     """Everything the candidates depend on. Targets are left out: a run may be extended."""
-    return {
+    fp = {
         "format": RUN_FORMAT,
         "model": f"{type(model).__module__}.{type(model).__qualname__}",
         "weights_sha256": state_dict_sha256(model),
@@ -76,6 +78,10 @@ def _fingerprint(model, example_inputs, evaluator, finetune, finetune_steps, sel
         "round_to": int(round_to),
         "seed": int(seed),
     }
+    if latency_models:  # selection and snapping follow them (their settings, not their noisy numbers)
+        fp["latency"] = {"targets": [{"name": lm.name, **lm.key} for lm in latency_models],
+                         "snap": bool(snap)}
+    return fp
 
 
 def _open_run(run_dir: Path, fingerprint: dict, targets: dict, fresh: bool, progress: bool) -> None:
@@ -104,10 +110,17 @@ def _open_run(run_dir: Path, fingerprint: dict, targets: dict, fresh: bool, prog
     write_json(run_json, info)
 
 
-def _stop_reason(c: dict, targets: dict) -> str | None:
+def _stop_reason(c: dict, targets: dict, prev: dict | None = None) -> str | None:
     """Why the loop stops after candidate ``c``, or None to continue."""
     if targets["metric_floor"] is not None and c["metric"] < targets["metric_floor"]:
         return f"metric {c['metric']:.4g} fell below the floor {targets['metric_floor']}"
+    tau = targets.get("until_knee")
+    if tau is not None and prev is not None and c.get("predicted_ms") and prev.get("predicted_ms"):
+        gains = {t: (prev["predicted_ms"][t] - ms) / prev["predicted_ms"][t]
+                 for t, ms in c["predicted_ms"].items() if prev["predicted_ms"].get(t)}
+        if gains and all(g <= tau for g in gains.values()):
+            return ("predicted latency stopped improving on every target (last step: "
+                    + ", ".join(f"{t} {-g:+.1%}" for t, g in gains.items()) + f"; knee tolerance {tau:g})")
     if targets["iterations"] is not None and c["iteration"] >= targets["iterations"]:
         return f"reached {targets['iterations']} iterations"
     if targets["param_sparsity"] is not None and c["param_sparsity"] >= targets["param_sparsity"]:
@@ -120,7 +133,7 @@ def _stop_reason(c: dict, targets: dict) -> str | None:
 def _check_targets(targets: dict, finetune_steps: Any) -> None:
     if all(v is None for v in targets.values()):
         raise InvalidConfigError("give at least one target: iterations, target_param_sparsity, "
-                                 "target_flops_sparsity or metric_floor")
+                                 "target_flops_sparsity, metric_floor or until_knee")
     it = targets["iterations"]
     if it is not None and (not isinstance(it, int) or isinstance(it, bool) or it < 1):
         raise InvalidConfigError(f"iterations must be a positive integer, got {it!r}")
@@ -153,6 +166,8 @@ class _Run:
     seed: int
     base_params: int = 0
     base_flops: int = 0
+    latency_models: list = field(default_factory=list)
+    snap: bool = True
 
     def load(self, iteration: int) -> tuple[nn.Module, str]:
         """Candidate ``iteration`` replayed from disk on a copy of the unpruned model, and its plan JSON."""
@@ -182,6 +197,8 @@ class _Run:
             "metrics": metrics, "metrics_before_finetune": before, "selected": selected,
             "seconds": seconds, "plan_sha256": plan_sha,
         }
+        if self.latency_models:  # predicted on each target; the sweep measures them side by side
+            out["predicted_ms"] = {lm.name: lm.predict_model(model) for lm in self.latency_models}
         write_json(iter_dir(self.run_dir, iteration) / "metrics.json", out)
         return out
 
@@ -220,23 +237,35 @@ def _iteration(run: _Run, i: int) -> dict | None:
         table = sensitivity(current, run.example_inputs, run.evaluator, rates=run.rates,
                             criterion=run.criterion, round_to=run.round_to, executor=run.executor,
                             cache_dir=d / "sensitivity", progress=run.progress)
+        lat = latency_of_rows(run.latency_models, current, run.example_inputs, table)
         table.save(d)  # the iteration's table at a findable place (the cache folder holds a copy)
         t1 = time.perf_counter()
         chosen = select(table, run.selection)
         sel = {"rates": chosen, "explain": explain(table, run.selection, chosen),
                "seconds": {"sensitivity": t1 - t0, "sensitivity_evals": sum(r.seconds for r in table.rows),
                            "selection": time.perf_counter() - t1}}
+        if lat is not None:
+            sel["predicted_ms_before"] = lat["predicted_ms"]
+            if run.snap and chosen:
+                snapped, moved = snap_rates(run.latency_models, lat["graph"], lat["channels"], chosen,
+                                            run.round_to)
+                sel.update(rates_selected=chosen, snapped=moved, plan_round_to=1,
+                           rates={g: r for g, r in snapped.items() if r > 0})
+                if not sel["rates"]:
+                    sel["stop"] = "no selected group buys predicted latency on the targets (all snapped back)"
         write_json(sel_path, sel)
     seconds.update(sel["seconds"])
     chosen = sel["rates"]
     if not chosen:
+        run.empty_reason = sel.get("stop")
         return None
     _log(run.progress, f"iteration {i}: pruning {len(chosen)} groups: "
          + ", ".join(f"{g}@{r:g}" for g, r in chosen.items()))
 
     t0 = time.perf_counter()
     graph = trace(current, run.example_inputs)
-    step = plan(graph, rates=chosen, criterion=run.criterion, round_to=run.round_to)
+    step = plan(graph, rates=chosen, criterion=run.criterion,
+                round_to=int(sel.get("plan_round_to", run.round_to)))
     cumulative = PruningPlan.from_json(prev_plan_json).then(step)
     pruned = apply(current, step, run.example_inputs, graph=graph)  # verified: zeroed-channel check
     seconds["prune"] = time.perf_counter() - t0
@@ -289,11 +318,15 @@ def iterative_prune(
     selection: SelectionConfig | None = None,
     rates=DEFAULT_RATES,
     criterion: str = "l2",
-    round_to: int = 1,
+    round_to: int = 8,
     executor: Executor | None = None,
     progress: bool = True,
     seed: int = 0,
     fresh: bool = False,
+    latency_models: Sequence[Any] | None = None,
+    until_knee: bool = False,
+    knee_tau: float = 0.03,
+    snap: bool = True,
 ) -> IterativeResult:
     """Prune iteratively until a target is met; every iteration is a candidate saved in ``run_dir``.
 
@@ -302,18 +335,33 @@ def iterative_prune(
     to select. Rerunning the same call resumes; a different model or config is refused unless
     ``fresh=True`` (which moves the old run folder aside). Each iteration fine-tunes ``finetune_steps``
     steps (default 200); sensitivity runs on ``executor`` (default: a local process pool).
+
+    ``latency_models`` (``edgeprune.latency.LatencyModel``, one per target) add the predicted latency
+    saved to each sensitivity row (for ``SelectionConfig(n_latency=...)``), the predicted latency per
+    target to each candidate, and (``snap``) keep pruned channel counts on the targets' measured steps.
+    ``until_knee`` stops once every target's predicted latency improved by at most ``knee_tau``.
     """
     targets = {"iterations": iterations, "param_sparsity": target_param_sparsity,
-               "flops_sparsity": target_flops_sparsity, "metric_floor": metric_floor}
+               "flops_sparsity": target_flops_sparsity, "metric_floor": metric_floor,
+               "until_knee": float(knee_tau) if until_knee else None}
+    latency_models = list(latency_models or [])
+    if until_knee and not latency_models:
+        raise InvalidConfigError("until_knee needs latency_models (edgeprune.latency.build_latency_model "
+                                 "per target)")
+    if len({lm.name for lm in latency_models}) != len(latency_models):
+        raise InvalidConfigError("latency models need distinct names (one per target)")
+    if selection is not None and selection.n_latency and not latency_models:
+        raise InvalidConfigError("selection.n_latency needs latency_models")
     _check_targets(targets, finetune_steps)
     selection = selection or SelectionConfig()
     run_dir = Path(run_dir)
     unpruned = copy.deepcopy(model).eval()
     fp = _fingerprint(unpruned, example_inputs, evaluator, finetune, finetune_steps, selection, rates,
-                      criterion, round_to, seed)
+                      criterion, round_to, seed, latency_models, snap)
     _open_run(run_dir, fp, targets, fresh, progress)
     run = _Run(run_dir, unpruned, example_inputs, evaluator, finetune, finetune_steps, selection,
-               tuple(float(r) for r in rates), criterion, round_to, executor, progress, seed)
+               tuple(float(r) for r in rates), criterion, round_to, executor, progress, seed,
+               latency_models=latency_models, snap=snap)
 
     candidates = [_baseline(run)]
     run.base_params, run.base_flops = candidates[0]["params"], candidates[0]["flops"]
@@ -331,14 +379,16 @@ def iterative_prune(
         done = is_finished(run_dir, i)
         c = read_json(iter_dir(run_dir, i) / "metrics.json") if done else _iteration(run, i)
         if c is None:
-            reason = "no group left to prune (selection empty)"
+            reason = getattr(run, "empty_reason", None) or "no group left to prune (selection empty)"
+            if latency_models and selection.n_latency and not getattr(run, "empty_reason", None):
+                reason = "no group's pruning saves predicted latency on any target: the knee is reached"
             break
         candidates.append(c)
         write_json(run_dir / "candidates.json", _summary(candidates))
         _log(progress, f"candidate {i}: {evaluator.primary}={c['metric']:.4f} (before fine-tune "
              f"{c['metric_before_finetune']:.4f}), params -{c['param_sparsity']:.1%}, "
              f"FLOPs -{c['flops_sparsity']:.1%}")
-        reason = _stop_reason(c, targets)
+        reason = _stop_reason(c, targets, candidates[-2])
         i += 1
     write_json(run_dir / "candidates.json", _summary(candidates))
 
@@ -350,5 +400,23 @@ def iterative_prune(
 
 def _summary(candidates: list[dict]) -> list[dict]:
     keys = ("iteration", "params", "flops", "param_sparsity", "flops_sparsity", "metric",
-            "metric_before_finetune", "metrics", "plan_sha256")
-    return [{k: c[k] for k in keys} for c in candidates]
+            "metric_before_finetune", "metrics", "plan_sha256", "predicted_ms")
+    return [{k: c[k] for k in keys if k in c} for c in candidates]
+
+
+def latency_of_rows(models: Sequence[Any], current: nn.Module, example_inputs: Any,
+                    table: Any) -> dict | None:
+    """Fill each sensitivity row's ``latency_saved`` (mean over targets of the predicted fraction saved)."""
+    if not models:
+        return None
+    from edgeprune.latency import channels_of_model
+    from edgeprune.pruning import trace
+
+    graph = trace(current, example_inputs)
+    channels = channels_of_model(current, models[0].layers)
+    now = {lm.name: lm.predict(channels) for lm in models}
+    for r in table.rows:
+        saved = [(now[lm.name] - lm.predict_removal(channels, graph, {r.group: r.removed})) / now[lm.name]
+                 for lm in models]
+        r.latency_saved = float(sum(saved) / len(saved))
+    return {"predicted_ms": now, "graph": graph, "channels": channels}

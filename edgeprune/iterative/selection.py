@@ -4,13 +4,15 @@ Rule (Pavlitska et al. 2024), made exact:
 1. Eligible rows: the rate removes at least one channel and the metric is finite.
 2. ``m = metric / baseline`` (``relative=True``; dividing by a constant does not change any ranking,
    it only keeps ``m ** k`` away from float underflow) or the raw metric (``relative=False``).
-   ``param_score = params_removed * m**k``, ``flops_score = flops_removed * m**k``; negative metrics
-   count as 0.
+   ``param_score = params_removed * m**k``, ``flops_score = flops_removed * m**k`` and
+   ``latency_score = latency_saved * m**k`` (latency saved on the targets, predicted by their latency
+   models: ``edgeprune.latency``); negative metrics and negative savings count as 0.
 3. Per group and per score, its best rate: the highest score; on a tie the smaller rate (it keeps
    more of the model). Groups whose best score is 0 are never chosen.
-4. The ``n_params`` groups with the highest best param score, and the ``n_flops`` groups with the
-   highest best FLOPs score (ties: table order, i.e. model order).
-5. Merge: the union of both lists, one rate per group. A group in both lists whose two best rates
+4. The ``n_params`` groups with the highest best param score, the ``n_flops`` groups with the
+   highest best FLOPs score and the ``n_latency`` groups with the highest best latency score (ties:
+   table order, i.e. model order).
+5. Merge: the union of the lists, one rate per group. A group in several lists whose best rates
    differ gets the rate with the higher *normalised* score, ``score / (top score of that list)``;
    on an exact tie the smaller rate.
 """
@@ -32,29 +34,35 @@ class SelectionConfig:
     n_params: int = 6  # groups chosen by the parameter score
     n_flops: int = 5  # groups chosen by the FLOPs score
     relative: bool = True  # divide the metric by the unpruned baseline before ** k
+    n_latency: int = 0  # groups chosen by the latency score (needs latency models in the loop)
 
     def __post_init__(self) -> None:
         if not isinstance(self.k, (int, float)) or isinstance(self.k, bool) or self.k < 0:
             raise InvalidConfigError(f"selection.k must be a number >= 0, got {self.k!r}")
-        for name in ("n_params", "n_flops"):
+        for name in ("n_params", "n_flops", "n_latency"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise InvalidConfigError(f"selection.{name} must be an integer >= 0, got {v!r}")
-        if self.n_params + self.n_flops == 0:
-            raise InvalidConfigError("selection.n_params + selection.n_flops must be at least 1")
+        if self.n_params + self.n_flops + self.n_latency == 0:
+            raise InvalidConfigError("selection.n_params + selection.n_flops + selection.n_latency must be "
+                                     "at least 1")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if not self.n_latency:  # runs made before the latency criterion keep their fingerprint
+            d.pop("n_latency")
+        return d
 
 
 @dataclass(frozen=True)
 class ScoredRow:
-    """A sensitivity row with both of its scores."""
+    """A sensitivity row with its scores."""
 
     group: str
     rate: float
     param_score: float
     flops_score: float
+    latency_score: float = 0.0
 
 
 def score_rows(table: SensitivityTable, config: SelectionConfig) -> list[ScoredRow]:
@@ -68,7 +76,8 @@ def score_rows(table: SensitivityTable, config: SelectionConfig) -> list[ScoredR
         if config.relative and base > 0:
             m = m / base
         w = m ** config.k
-        out.append(ScoredRow(r.group, r.rate, r.params_removed * w, r.flops_removed * w))
+        out.append(ScoredRow(r.group, r.rate, r.params_removed * w, r.flops_removed * w,
+                             max(r.latency_saved, 0.0) * w))
     return out
 
 
@@ -93,23 +102,17 @@ def select(table: SensitivityTable, config: SelectionConfig | None = None) -> di
     """Groups to prune in the next iteration, ``{group_id: rate}`` (see the module docstring)."""
     config = config or SelectionConfig()
     scored = score_rows(table, config)
-    by_params = _best_per_group(scored, "param_score")
-    by_flops = _best_per_group(scored, "flops_score")
-    top_p = _top(by_params, config.n_params)
-    top_f = _top(by_flops, config.n_flops)
-    max_p = by_params[top_p[0]][0] if top_p else 1.0
-    max_f = by_flops[top_f[0]][0] if top_f else 1.0
-
     chosen: dict[str, tuple[float, float]] = {}  # group -> (rate, normalised score)
-    for g in top_p:
-        score, rate = by_params[g]
-        chosen[g] = (rate, score / max_p)
-    for g in top_f:
-        score, rate = by_flops[g]
-        cand = (rate, score / max_f)
-        cur = chosen.get(g)
-        if cur is None or cand[1] > cur[1] or (cand[1] == cur[1] and cand[0] < cur[0]):
-            chosen[g] = cand
+    for attr, n in (("param_score", config.n_params), ("flops_score", config.n_flops),
+                    ("latency_score", config.n_latency)):
+        best = _best_per_group(scored, attr)
+        top = _top(best, n)
+        for g in top:
+            score, rate = best[g]
+            cand = (rate, score / best[top[0]][0])
+            cur = chosen.get(g)
+            if cur is None or cand[1] > cur[1] or (cand[1] == cur[1] and cand[0] < cur[0]):
+                chosen[g] = cand
     return {g: rate for g, (rate, _) in chosen.items()}
 
 
@@ -122,5 +125,6 @@ def explain(table: SensitivityTable, config: SelectionConfig, chosen: dict[str, 
         out.append({"group": g, "rate": rate, "removed": r.removed, "channels": r.channels,
                     "metric": r.metric, "params_removed": r.params_removed,
                     "flops_removed": r.flops_removed, "param_score": s.param_score,
-                    "flops_score": s.flops_score})
+                    "flops_score": s.flops_score, "latency_saved": r.latency_saved,
+                    "latency_score": s.latency_score})
     return out

@@ -27,6 +27,7 @@ class SensitivityRow:
     flops_removed: int
     metrics: dict[str, float] = field(default_factory=dict)  # every metric the evaluator returned
     seconds: float = 0.0  # wall time of this evaluation
+    latency_saved: float = 0.0  # predicted latency saved on the targets, as a fraction (latency models)
 
     @classmethod
     def from_dict(cls, d: dict) -> SensitivityRow:

@@ -1,0 +1,64 @@
+"""Predicted beside measured: each target's latency model predicts every candidate of a sweep, and the
+report states how close it came (median relative error, rank correlation). The knee is always chosen
+from the measurements; predictions only show how far the search can trust the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from edgeprune.latency.snap import accuracy
+
+# Targets the issue of trust is judged against (DESIGN.md "Latency in the loop").
+GOAL = {"median_rel_error": 0.10, "spearman": 0.9}
+
+
+def build_models(targets: Sequence[Any], model: Any, example_inputs: Any, cache_dir: str | Path,
+                 progress: bool = True) -> dict[str, Any]:
+    """One latency model per target (measured on it, or read from ``cache_dir``); failures are skipped."""
+    from edgeprune.errors import EdgepruneError
+    from edgeprune.latency import build_latency_model, profiler_for
+
+    out = {}
+    for t in targets:
+        try:
+            prof = profiler_for(t, Path(cache_dir) / "devices" / t.name)
+            out[t.name] = build_latency_model(model, example_inputs, prof, cache_dir=cache_dir,
+                                              multiple=t.multiple, name=t.name, progress=progress)
+        except EdgepruneError as exc:  # a target without a model still gets its measured sweep
+            print(f"[edgeprune sweep] no latency model for '{t.name}': {exc}", flush=True)
+    return out
+
+
+def attach_predictions(res: Any, models: Mapping[str, Any]) -> None:
+    """Set ``predicted`` (candidate -> ms) and ``prediction`` (accuracy summary) on each target result."""
+    by_id = {c.id: c for c in res.candidates}
+    for name, tr in res.targets.items():
+        lm = models.get(name)
+        if lm is None:
+            continue
+        pred = {cid: lm.predict_onnx(by_id[cid].onnx_path) for cid in tr.knee.ids}
+        tr.predicted = pred
+        acc = accuracy([pred[c] for c in tr.knee.ids], [tr.stats[c].median_ms for c in tr.knee.ids])
+        acc["meets_goal"] = (acc["median_rel_error"] is not None and acc["spearman"] is not None
+                             and acc["median_rel_error"] <= GOAL["median_rel_error"]
+                             and acc["spearman"] >= GOAL["spearman"])
+        acc.update(alpha=lm.alpha, fixed_ms=lm.fixed_ms, layers=len(lm.layers),
+                   runtime_version=lm.key.get("runtime_version"))
+        tr.prediction = acc
+
+
+def prediction_line(tr: Any) -> str | None:
+    """One report line on the latency model's accuracy for this target, or None without a model."""
+    a = getattr(tr, "prediction", None)
+    if not a or not a.get("n"):
+        return None
+    rho = "n/a" if a["spearman"] is None else f"{a['spearman']:.2f}"
+    return (f"Latency model ({a['layers']} conv layers profiled alone at their real sizes, calibrated on the "
+            f"whole model: {a['fixed_ms']:.3f} ms fixed + {a['alpha']:.2f} x layers): predicted vs measured "
+            f"median error {a['median_rel_error']:.1%} (max {a['max_rel_error']:.1%}), rank correlation "
+            f"{rho} over {a['n']} candidates"
+            + ("" if a["meets_goal"] else f" - outside the goal (<= {GOAL['median_rel_error']:.0%}, "
+               f">= {GOAL['spearman']})") + ". The knee is chosen from the measured medians.")
