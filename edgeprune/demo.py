@@ -41,6 +41,8 @@ class DemoConfig:
     tau: float = 0.03
     accuracy_floor_rel: float = 0.75
     seed: int = 0
+    latency: bool = False  # latency models per runtime: latency-saved selection, loop until the knee
+    refine: bool = False  # interpolated one-shot points between the two candidates around each knee
 
 
 def default_runtimes() -> tuple[str, ...]:
@@ -109,20 +111,32 @@ def run_demo(cfg: DemoConfig, fresh: bool = False) -> dict:
     evaluator = DetectionEvaluator(val, size, batch_size=8)
     finetune = LabeledFinetune(train, size, batch_size=cfg.batch_size, lr=cfg.finetune_lr, seed=cfg.seed)
     example = torch.zeros(1, 3, size, size)
+    targets = [{"name": r, "runtime": r, "precision": "fp32", "threads": cfg.threads} for r in runtimes]
+    selection = SelectionConfig(n_params=cfg.n_params, n_flops=cfg.n_flops)
+    models, run_dir = {}, out / "prune"
+    if cfg.latency:  # the same number of groups per iteration, chosen by predicted latency saved
+        from edgeprune.deploy.predicted import build_models
+        from edgeprune.deploy.targets import targets_from_config
+
+        _log("latency models: each conv profiled alone on each runtime (cached in latency_cache/)")
+        models = build_models(targets_from_config(targets), model, example, out / "latency_cache")
+        selection = SelectionConfig(n_params=0, n_flops=0, n_latency=cfg.n_params + cfg.n_flops)
+        run_dir = out / "prune-latency"
     result = iterative_prune(
         model, example, evaluator, finetune,
-        run_dir=out / "prune", iterations=cfg.iterations, finetune_steps=cfg.finetune_steps,
-        selection=SelectionConfig(n_params=cfg.n_params, n_flops=cfg.n_flops), rates=cfg.rates,
+        run_dir=run_dir, iterations=cfg.iterations, finetune_steps=cfg.finetune_steps,
+        selection=selection, rates=cfg.rates,
         round_to=cfg.round_to, executor=default_executor(cfg.workers), seed=cfg.seed,
+        latency_models=list(models.values()), until_knee=bool(models), knee_tau=cfg.tau,
     )
     _log(f"pruning finished after {time.perf_counter() - t0:.0f} s ({result.stop_reason})")
 
     _log(f"3/3 sweep on {', '.join(runtimes)}: export, compile, profile side by side, knee, bundles")
-    targets = [{"name": r, "runtime": r, "precision": "fp32", "threads": cfg.threads} for r in runtimes]
     res = sweep(
-        out / "prune", targets, out / "sweep", model_factory=demo_model, img_size=size,
-        tau=cfg.tau, accuracy_floor_rel=cfg.accuracy_floor_rel,
+        run_dir, targets, out / ("sweep-latency" if cfg.latency else "sweep"), model_factory=demo_model,
+        img_size=size, tau=cfg.tau, accuracy_floor_rel=cfg.accuracy_floor_rel,
         profile_config=ProfileConfig(min_runs=cfg.profile_min_runs, min_s=cfg.profile_min_s),
+        latency_models=models or None, refine=cfg.refine,
     )
     print(summary_text(res))
     print("\npruning candidates (mAP on the demo's validation images):")

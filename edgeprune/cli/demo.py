@@ -22,6 +22,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--finetune-steps", type=int, default=90, help="fine-tuning steps per iteration")
     p.add_argument("--threads", type=int, default=2, help="inference threads when profiling (default 2)")
     p.add_argument("--workers", type=int, default=None, help="sensitivity worker processes (default: cores)")
+    p.add_argument("--latency", action="store_true",
+                   help="measure a latency model per runtime, select groups by predicted latency saved and "
+                   "prune until the predicted knee (run folder prune-latency/, report sweep-latency/)")
+    p.add_argument("--refine", action="store_true",
+                   help="measure interpolated plans between the two candidates around each knee")
     p.set_defaults(func=run)
 
 
@@ -32,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
         out_dir=args.out, iterations=args.iterations, finetune_steps=args.finetune_steps,
         threads=args.threads, workers=args.workers,
         runtimes=tuple(args.runtimes) if args.runtimes else None,
+        latency=args.latency, refine=args.refine,
     )
     result = run_demo(cfg, fresh=args.fresh)
     print()

@@ -10,6 +10,7 @@ Rerunning the same command resumes an interrupted run (nothing finished is recom
   finetune: {kind: labeled, steps: 100, lr: 0.0005, batch: 8}  # or kind: distill
   targets: {iterations: 5, param_sparsity: 0.8, flops_sparsity: null, metric_floor: 0.2}
   selection: {k: 20, n_params: 6, n_flops: 5, rates: [0.25, 0.5, 0.75], criterion: l2, round_to: 8}
+  latency: {targets: [{runtime: openvino, threads: 2}], until_knee: true}   # optional; n_latency: 4
   run_dir: runs/prune
   workers: 2                  # sensitivity worker processes (default: all cores)
   executor: {kind: ray, address: auto}   # sensitivity on a Ray cluster (kind: local is the default)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeprune.deploy.predicted import prediction_line
+from edgeprune.deploy.refine import refinement_lines
 from edgeprune.runtimes.fileio import atomic_write_bytes, atomic_write_text, write_json
 
 KNEE_COLOR = "#d62728"
@@ -360,6 +361,7 @@ def report_dict(res) -> dict:
                 "bundle": tr.bundle,
                 "pick_accuracy": tr.pick_accuracy,
                 "latency_model": getattr(tr, "prediction", None),
+                "refinement": getattr(tr, "refined", None),
             }
             for name, tr in res.targets.items()
         },
@@ -436,6 +438,7 @@ def write_report(res) -> dict:
         line = prediction_line(tr)
         if line:
             md += [line, ""]
+        md += refinement_lines(tr)
         if tr.knee.inversions:
             md.append("Latency inversions (a more pruned model that is slower):")
             for inv in tr.knee.inversions:

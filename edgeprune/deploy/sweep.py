@@ -84,6 +84,7 @@ class TargetResult:
     pick_accuracy: dict | None = None
     predicted: dict[str, float | None] = field(default_factory=dict)  # latency model, per candidate (ms)
     prediction: dict | None = None  # its accuracy against the measured medians
+    refined: dict | None = None  # knee refinement between the two coarse candidates around the knee
 
 
 @dataclass
@@ -363,6 +364,7 @@ def sweep(
     postprocess: dict | None = None,
     latency_models: dict | None = None,
     latency_cache: str | Path | None = None,
+    refine: bool = False,
 ) -> SweepResult:
     """Export, compile and profile every candidate on every target; knee, bundle and report per target.
 
@@ -375,6 +377,7 @@ def sweep(
     ``DEFAULT_ACCURACY_FLOOR_REL`` x the unpruned metric (``accuracy_floor_rel=0`` turns it off).
     ``latency_models`` ({target name: LatencyModel}) or ``latency_cache`` (a folder: one model is built
     per target from ``model_factory``) put each candidate's predicted latency beside its measurement.
+    ``refine`` measures interpolated one-shot plans between the two candidates around each knee.
     """
     from tqdm.auto import tqdm
 
@@ -432,6 +435,17 @@ def sweep(
         from edgeprune.deploy.predicted import attach_predictions
 
         attach_predictions(res, latency_models)
+    if refine:
+        import torch
+
+        from edgeprune.deploy.refine import refine_target
+
+        x = example_inputs if example_inputs is not None else torch.zeros(1, 3, *(size or (640, 640)))
+        ref = cands[0].metric
+        floors = [f for f in (accuracy_floor, None if accuracy_floor_rel is None or ref is None
+                              else accuracy_floor_rel * ref) if f is not None]
+        for tr in results.values():
+            tr.refined = refine_target(res, tr, x, floor=max(floors) if floors else None)
     if bundles:
         from edgeprune.deploy.picks import bundle_picks
 

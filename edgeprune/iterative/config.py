@@ -8,7 +8,10 @@ data: {train: data/train, val: data/val, img_size: 320}
 evaluator: {kind: detection, settings: {}}          # or kind: fidelity (vs the unpruned model)
 finetune: {kind: labeled, steps: 100, lr: 0.0005, batch: 16, settings: {}}   # or kind: distill
 targets: {iterations: 5, param_sparsity: null, flops_sparsity: null, metric_floor: null}
-selection: {k: 20, n_params: 6, n_flops: 5, rates: [0.25, 0.5, 0.75], criterion: l2, round_to: 8}
+selection: {k: 20, n_params: 6, n_flops: 5, n_latency: 0, rates: [0.25, 0.5, 0.75], criterion: l2,
+            round_to: 8}
+latency: {targets: [{runtime: openvino, threads: 2}], cache_dir: latency_cache, until_knee: false,
+          knee_tau: 0.03, snap: true}     # optional: latency models measured on each target
 run_dir: runs/prune
 workers: 2          # sensitivity worker processes (default: all cores), one torch thread each
 executor: {kind: ray, address: auto}   # or kind: local (default) / serial; ray also takes
@@ -36,8 +39,9 @@ _SECTIONS = {
     "evaluator": {"kind", "settings"},
     "finetune": {"kind", "steps", "lr", "batch", "settings"},
     "targets": {"iterations", "param_sparsity", "flops_sparsity", "metric_floor"},
-    "selection": {"k", "n_params", "n_flops", "rates", "criterion", "round_to"},
+    "selection": {"k", "n_params", "n_flops", "n_latency", "rates", "criterion", "round_to"},
     "executor": {"kind", "workers", "address", "num_cpus", "num_gpus", "max_retries"},
+    "latency": {"targets", "cache_dir", "until_knee", "knee_tau", "snap"},
 }
 _SCALARS = {"run_dir", "workers", "threads", "seed"}
 _BUILTINS = ("yolov7", "yolov7_tiny", "demo")
@@ -134,13 +138,15 @@ def validate(raw: Any, base: Path) -> PruneConfig:
     for key in ("param_sparsity", "flops_sparsity"):
         _typed(t, "targets", key, (float, int), lambda v: 0 < v < 1, "a fraction between 0 and 1")
     _typed(t, "targets", "metric_floor", (float, int))
-    if all(t.get(k) is None for k in _SECTIONS["targets"]):
+    lat = raw.get("latency") or {}
+    if all(t.get(k) is None for k in _SECTIONS["targets"]) and not lat.get("until_knee"):
         raise _fail("targets", "give at least one of iterations, param_sparsity, flops_sparsity, "
                     "metric_floor")
     s = raw.get("selection") or {}
     _typed(s, "selection", "k", (float, int), lambda v: v >= 0, "a number >= 0")
-    for key in ("n_params", "n_flops"):
+    for key in ("n_params", "n_flops", "n_latency"):
         _typed(s, "selection", key, (int,), lambda v: v >= 0, "an integer >= 0")
+    _check_latency(lat, s)
     _typed(s, "selection", "round_to", (int,), lambda v: v >= 1, "a positive integer")
     _typed(s, "selection", "rates", (list,), lambda v: bool(v) and all(
         isinstance(r, (int, float)) and not isinstance(r, bool) and 0 < r < 1 for r in v),
@@ -177,6 +183,38 @@ def _check_executor(e: dict) -> None:
             validate_address(e["address"])
         except InvalidConfigError as exc:
             raise _fail("executor.address", str(exc)) from None
+
+
+def _check_latency(lat: dict, sel: dict) -> None:
+    """The optional ``latency`` section: targets to measure latency models on, and how to use them."""
+    if (sel.get("n_latency") or lat.get("until_knee")) and not lat.get("targets"):
+        raise _fail("latency.targets", "is required for selection.n_latency or latency.until_knee "
+                    "(e.g. [{runtime: openvino, threads: 2}])")
+    _typed(lat, "latency", "targets", (list,), lambda v: bool(v), "a non-empty list of targets")
+    _typed(lat, "latency", "cache_dir", (str,))
+    _typed(lat, "latency", "until_knee", (bool,))
+    _typed(lat, "latency", "snap", (bool,))
+    _typed(lat, "latency", "knee_tau", (float, int), lambda v: 0 <= v < 1, "a fraction in [0, 1)")
+    if lat.get("targets"):
+        from edgeprune.deploy.targets import targets_from_config
+
+        targets_from_config(lat["targets"])  # names the bad entry
+
+
+def latency_models(cfg: PruneConfig, model: Any, example_inputs: Any) -> list:
+    """One latency model per ``latency.targets`` entry (measured, or read from ``latency.cache_dir``)."""
+    lat = cfg.section("latency")
+    if not lat.get("targets"):
+        return []
+    from edgeprune.deploy.predicted import build_models
+    from edgeprune.deploy.targets import targets_from_config
+
+    targets = targets_from_config(lat["targets"])
+    models = build_models(targets, model, example_inputs, cfg.path(lat.get("cache_dir") or "latency_cache"))
+    missing = [t.name for t in targets if t.name not in models]
+    if missing:
+        raise _fail("latency.targets", f"no latency model could be built for {missing}")
+    return [models[t.name] for t in targets]
 
 
 def load_config(path: str | Path) -> PruneConfig:

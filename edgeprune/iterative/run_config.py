@@ -58,20 +58,27 @@ def run_prune_config(config: str | Path | prune_config.PruneConfig, fresh: bool 
     finetune = prune_config.build_finetune(cfg, teacher, size)
     sel, tgt, ft = cfg.section("selection"), cfg.section("targets"), cfg.section("finetune")
     executor = executor if executor is not None else build_executor(cfg)
+    x = torch.zeros(1, 3, size, size)
+    lat = cfg.section("latency")
     return iterative_prune(
-        model, torch.zeros(1, 3, size, size), evaluator, finetune,
+        model, x, evaluator, finetune,
         run_dir=cfg.run_dir,
         iterations=tgt.get("iterations"),
         target_param_sparsity=tgt.get("param_sparsity"),
         target_flops_sparsity=tgt.get("flops_sparsity"),
         metric_floor=tgt.get("metric_floor"),
         finetune_steps=int(ft.get("steps", 200)),
-        selection=SelectionConfig(**{k: sel[k] for k in ("k", "n_params", "n_flops") if k in sel}),
+        selection=SelectionConfig(**{k: sel[k] for k in ("k", "n_params", "n_flops", "n_latency")
+                                     if k in sel}),
         rates=tuple(sel.get("rates", (0.25, 0.5, 0.75))),
         criterion=sel.get("criterion", "l2"),
-        round_to=int(sel.get("round_to", 1)),
+        round_to=int(sel.get("round_to", 8)),
         executor=executor,
         progress=progress,
         seed=int(cfg.raw.get("seed", 0)),
         fresh=fresh,
+        latency_models=prune_config.latency_models(cfg, model, x),
+        until_knee=bool(lat.get("until_knee", False)),
+        knee_tau=float(lat.get("knee_tau", 0.03)),
+        snap=bool(lat.get("snap", True)),
     )

@@ -183,3 +183,25 @@ def test_snapping_in_the_loop_never_prunes_a_flat_step(tmp_path):
         keep = ep.pruning.kept_channels(graph.group(gid).channels, rate, 8)
         saved = lm.predict() - lm.predict_removal(cur, graph, {gid: graph.group(gid).channels - keep})
         assert (gid in sel["rates"]) == (saved > 1e-9), (gid, saved)
+
+
+def test_prune_config_latency_section(tmp_path):
+    from edgeprune.errors import InvalidConfigError
+    from edgeprune.iterative.config import validate
+
+    (tmp_path / "train").mkdir()
+    (tmp_path / "val").mkdir()
+    raw = {"model": "demo", "data": {"train": "train", "val": "val"}, "evaluator": {"kind": "detection"},
+           "finetune": {"kind": "labeled"}, "targets": {"iterations": 20}, "run_dir": "run",
+           "selection": {"n_latency": 3},
+           "latency": {"targets": [{"runtime": "onnxruntime", "threads": 2}], "until_knee": True}}
+    cfg = validate(raw, tmp_path)
+    assert cfg.section("latency")["until_knee"] is True
+    with pytest.raises(InvalidConfigError, match="latency.targets"):
+        validate({**raw, "latency": {"until_knee": True}}, tmp_path)
+    with pytest.raises(InvalidConfigError, match="latency.knee_tau"):
+        validate({**raw, "latency": {**raw["latency"], "knee_tau": 2}}, tmp_path)
+    with pytest.raises(InvalidConfigError, match="unknown field"):
+        validate({**raw, "latency": {"targets": [{"runtime": "onnxruntime", "bogus": 1}]}}, tmp_path)
+    with pytest.raises(InvalidConfigError, match="targets"):
+        validate({**raw, "latency": {}, "selection": {}, "targets": {}}, tmp_path)
