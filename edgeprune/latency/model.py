@@ -228,7 +228,7 @@ def build_latency_model(model: Any, example_inputs: Any, profiler: Any, cache_di
     layers = conv_layers(model, example_inputs)
     key = {**profiler.key(), "input": input_signature(example_inputs), "multiple": int(multiple),
            "out_fractions": list(OUT_FRACTIONS), "in_fractions": list(IN_FRACTIONS)}
-    cache = LatencyCache(cache_dir, key, name or key.get("runtime", "target"))
+    cache = LatencyCache(cache_dir, key, str(key.get("runtime") or "target"))  # shared by any target name
     todo = [la for la in dict.fromkeys(la.signature() for la in layers) if la not in cache.data["layers"]]
     by_sig = {la.signature(): la for la in layers}
     with tempfile.TemporaryDirectory(prefix="edgeprune-latency-") as tmp:

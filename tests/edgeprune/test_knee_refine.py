@@ -53,3 +53,43 @@ def test_interpolated_counts_stay_between_and_on_the_multiple():
         assert all(b[g] <= c[g] <= a[g] for g in a)
         assert all(c[g] % 8 == 0 for g in a)
     assert interpolated_counts(a, b, 1.0) == b and interpolated_counts(a, b, 0.0) == a
+
+
+@pytest.mark.slow
+def test_refine_target_measures_interpolated_plans_side_by_side(tmp_path):
+    import copy
+
+    import torch
+
+    import edgeprune as ep
+    from edgeprune.deploy.refine import refine_target, refinement_lines
+    from edgeprune.deploy.sweep import Candidate, SweepResult, TargetResult
+    from edgeprune.deploy.targets import target_from_config
+
+    torch.manual_seed(0)
+    base = ep.models.yolov7_tiny(num_classes=2).eval()
+    x = torch.zeros(1, 3, 64, 64)
+    pruned = ep.prune(copy.deepcopy(base), x, sparsity=0.5, round_to=8).eval()
+    params = [ep.count_params(m) for m in (base, pruned)]
+    cands = [Candidate("iter_00", 0.0, model=base, params=params[0], metrics={"m": 0.5}, primary="m"),
+             Candidate("iter_01", 1 - params[1] / params[0], model=pruned, params=params[1],
+                       metrics={"m": 0.4}, primary="m")]
+    from edgeprune.deploy.sweep import export_candidates
+
+    export_candidates(cands, tmp_path, (64, 64), x)
+    knee = select_knee([KneePoint("iter_00", 0.0, [10.0] * 5, 0.5),
+                        KneePoint("iter_01", cands[1].sparsity, [5.0] * 5, 0.4)], tau=0.03)
+    target = target_from_config({"runtime": "onnxruntime", "threads": 1})
+    fast = {"warmup_runs": 1, "warmup_s": 0.0, "min_runs": 5, "min_s": 0.01, "max_repeats": 1}
+    tr = TargetResult(target, {"key": {"profile": fast}}, {}, knee)
+    rec = refine_target(SweepResult(tmp_path, cands, {target.name: tr}), tr, x)
+    assert rec["between"] == ["iter_00", "iter_01"] and rec["extra_compiles"] <= MAX_EXTRA
+    refined = [p for p in rec["points"] if p["refined"]]
+    assert len(refined) == len(FRACTIONS)
+    s = [p["sparsity"] for p in rec["points"]]
+    assert s == sorted(s) and all(0.0 < p["sparsity"] < cands[1].sparsity for p in refined)
+    assert all(p["median_ms"] > 0 for p in rec["points"]) and rec["knee"] in {p["id"] for p in rec["points"]}
+    assert all(p["metric"] == 0.4 for p in refined)  # assumed: the worse neighbour (no evaluator given)
+    tr.refined = rec
+    md = "\n".join(refinement_lines(tr))
+    assert "refined knee" in md and "coarse" in md and "refined" in md
