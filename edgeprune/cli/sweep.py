@@ -39,6 +39,8 @@ def run(args: argparse.Namespace) -> int:
         evaluator=evaluator, tau=float(raw.get("tau", 0.03)), accuracy_floor=raw.get("accuracy_floor"),
         accuracy_floor_rel=raw.get("accuracy_floor_rel"), profile_config=raw.get("profile"),
         fresh=args.fresh, postprocess=raw.get("postprocess"),
+        latency_cache=cfg.path(raw["latency_cache"]) if raw.get("latency_cache") else None,
+        refine=bool(raw.get("refine", False)),
     )
     print(summary_text(res))
     print(f"\nreport: {res.report.get('markdown')}")

@@ -20,6 +20,8 @@ profile: {min_runs: 30, min_s: 2.0}          # runtimes.ProfileConfig fields
 postprocess: {conf_thres: 0.25, iou_thres: 0.45}
 evaluate_pick: {data: data/val, max_images: 200}   # re-measure each pick's mAP on the runtime output
 out_dir: sweeps/run1
+latency_cache: latency_cache   # optional: a latency model per target, predicted ms beside measured
+refine: false             # true: interpolated plans between the two candidates around each knee
 ```
 Relative paths are resolved against the folder of the config file.
 """
@@ -33,7 +35,8 @@ from typing import Any, Callable
 from edgeprune.errors import InvalidConfigError
 
 KNOWN = {"prune", "run_prune", "run_dir", "model", "img_size", "targets", "tau", "accuracy_floor",
-         "accuracy_floor_rel", "profile", "postprocess", "evaluate_pick", "out_dir"}
+         "accuracy_floor_rel", "profile", "postprocess", "evaluate_pick", "out_dir", "latency_cache",
+         "refine"}
 
 
 @dataclass
@@ -81,6 +84,10 @@ def validate(raw: Any, base: Path) -> SweepConfig:
             raise InvalidConfigError(str(e)) from None
     if raw.get("evaluate_pick") and "data" not in raw["evaluate_pick"]:
         raise _fail("evaluate_pick.data", "is required (a YOLO-format dataset folder)")
+    if raw.get("refine") is not None and not isinstance(raw["refine"], bool):
+        raise _fail("refine", f"must be true or false, got {raw['refine']!r}")
+    if raw.get("latency_cache") is not None and not isinstance(raw["latency_cache"], str):
+        raise _fail("latency_cache", f"must be a folder path, got {raw['latency_cache']!r}")
     size = raw.get("img_size")
     if size is not None and (not isinstance(size, int) or size % 32):
         raise _fail("img_size", f"must be an int multiple of 32, got {size!r}")

@@ -63,9 +63,10 @@ def _warn_round_to(graph: Graph, chosen: Mapping[str, float], round_to: int) -> 
 
 
 def plan(graph: Graph, sparsity: float | None = None, rates: Mapping[str, float] | None = None,
-         criterion: str = "l2", round_to: int = 1, exclude: Iterable[str] = (), seed: int = 0) -> PruningPlan:
+         criterion: str = "l2", round_to: int = 8, exclude: Iterable[str] = (), seed: int = 0) -> PruningPlan:
     """One-step plan removing the least important channels of each group (uniform ``sparsity`` or
-    per-group ``rates``), keeping a multiple of ``round_to`` channels per group."""
+    per-group ``rates``), keeping a multiple of ``round_to`` channels per group. The default 8 is the
+    rounding no runtime here ran slower with (``benchmarks/bench_rounding.py``); 1 can be slower."""
     if not isinstance(graph, Graph):
         raise InvalidConfigError(f"plan() needs a Graph from trace(), got {type(graph).__name__}")
     if criterion not in CRITERIA:

@@ -152,7 +152,12 @@ def test_loop_with_latency_selection_stops_at_the_knee(tmp_path):
         assert c["predicted_ms"]["fake"] == pytest.approx(fake.onnx_ms(path)[0] + fake.FIXED_MS, rel=1e-6)
     ms = [c["predicted_ms"]["fake"] for c in cands]
     assert all(b < a for a, b in zip(ms, ms[1:])), ms  # every step chosen by latency saved latency
-    # at the knee no group at any rate saves latency on the step function any more
+    sel = read_json(tmp_path / "run" / "iter_01" / "selection.json")
+    assert sel["explain"] and all(e["latency_saved"] > 0 for e in sel["explain"])
+    if "stopped improving" in res.stop_reason:  # the last step bought at most the knee tolerance
+        assert ms[-2] - ms[-1] <= 0.03 * ms[-2]
+        return
+    # else the selection came back empty: no group at any rate saves latency on the step function
     last = load_candidate(tmp_path / "run", cands[-1]["iteration"], tiny.tiny_model)
     graph = ep.trace(last, X)
     cur = latency.channels_of_model(last, lm.layers)
@@ -161,9 +166,7 @@ def test_loop_with_latency_selection_stops_at_the_knee(tmp_path):
         for rate in (0.25, 0.5, 0.75):
             n = g.channels - ep.pruning.kept_channels(g.channels, rate, 8)
             if n > 0:
-                assert lm.predict_removal(cur, graph, {g.id: n}) >= now - 1e-9 or ms[-2] - ms[-1] <= 0.03 * ms[-2]
-    sel = read_json(tmp_path / "run" / "iter_01" / "selection.json")
-    assert all(e["latency_saved"] > 0 for e in sel["explain"])
+                assert lm.predict_removal(cur, graph, {g.id: n}) >= now - 1e-9
 
 
 def test_snapping_in_the_loop_never_prunes_a_flat_step(tmp_path):

@@ -87,7 +87,7 @@ def test_norm_criteria_remove_smallest_filters(criterion: str) -> None:
     model = Chain()
     with torch.no_grad():
         model.a.weight[[3, 7]] *= 1e-3
-    plan = ep.plan(ep.trace(model, X), rates={"a": 2 / 16}, criterion=criterion)
+    plan = ep.plan(ep.trace(model, X), rates={"a": 2 / 16}, criterion=criterion, round_to=1)
     entry = next(p for p in plan.steps[0]["params"] if p["name"] == "a.weight" and p["dim"] == 0)
     assert entry["remove"] == [3, 7]
 
@@ -98,7 +98,7 @@ def test_bn_gamma_criteria_use_batch_norm_scale() -> None:
         model.bn.weight.fill_(1.0)
         model.bn.weight[[5]] = 0.01
     for criterion in ("bn_gamma", "bn_gamma_l1"):
-        plan = ep.plan(ep.trace(model, X), rates={"a": 1 / 16}, criterion=criterion)
+        plan = ep.plan(ep.trace(model, X), rates={"a": 1 / 16}, criterion=criterion, round_to=1)
         entry = next(p for p in plan.steps[0]["params"] if p["name"] == "bn.weight")
         assert entry["remove"] == [5]
 
@@ -119,7 +119,7 @@ def test_repconv_branches_share_one_group_and_score() -> None:
     g = ep.trace(model, X)
     grp = g.group("dense")
     assert grp.modules == ["dense", "one"] and grp.channels == 4
-    plan = ep.plan(g, rates={"dense": 0.25})
+    plan = ep.plan(g, rates={"dense": 0.25}, round_to=1)
     removed = {p["name"]: p["remove"] for p in plan.steps[0]["params"]}
     assert removed["dense.weight"] == [2] and removed["one.weight"] == [2]
 
@@ -218,7 +218,7 @@ def test_split_size_attribute_must_be_read_by_forward() -> None:
     with pytest.raises(UnsupportedOperationError, match="Python literal"):
         ep.trace(LiteralSplit(), X)
     model = AttrSplit()
-    plan = ep.plan(ep.trace(model, X), sparsity=0.5, criterion="random")
+    plan = ep.plan(ep.trace(model, X), sparsity=0.5, criterion="random", round_to=1)
     assert {"module": "", "attr": "unrelated", "old": 4, "new": 2, "type": "int"} in plan.steps[0]["attrs"]
     from edgeprune.pruning.verify import max_output_change
 
