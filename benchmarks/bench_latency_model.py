@@ -93,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
                                 "fixed_ms": lm.fixed_ms, "accuracy": acc,
                                 "rows": {n: {"measured_ms": meas[n], "cov": res[n].cov,
                                              "predicted_ms": pred[n]} for n in paths}}
+    if a.json:
+        a.json.parent.mkdir(parents=True, exist_ok=True)
+        a.json.write_text(json.dumps(results, indent=2))
     print(f"demo YOLOv7-tiny {a.size}x{a.size}, fp32, {a.threads} threads, batch 1, inference only; "
           "measured = median of interleaved runs (runtimes.compare); predicted = latency model from the "
           "candidate's ONNX")
@@ -101,16 +104,17 @@ def main(argv: list[str] | None = None) -> int:
         rho = "n/a" if acc["spearman"] is None else f"{acc['spearman']:.3f}"
         print(f"\n{rt_name} {r['version']}: model built in {r['build_s']:.0f} s (0 when cached); "
               f"fixed {r['fixed_ms']:.2f} ms + {r['alpha']:.2f} x layers; median error "
-              f"{acc['median_rel_error']:.1%}, max {acc['max_rel_error']:.1%}, Spearman {rho}")
+              f"{acc['median_rel_error'] or 0:.1%}, max {acc['max_rel_error'] or 0:.1%}, Spearman {rho} "
+              f"(over {acc['n']} candidates)")
         print("| candidate | measured ms (CoV) | predicted ms | error |")
         print("|---|---|---|---|")
         for n, row in r["rows"].items():
+            if row["predicted_ms"] is None:
+                print(f"| {n} | {row['measured_ms']:.2f} ({row['cov']:.3f}) | - | - |")
+                continue
             err = (row["predicted_ms"] - row["measured_ms"]) / row["measured_ms"]
             print(f"| {n} | {row['measured_ms']:.2f} ({row['cov']:.3f}) | {row['predicted_ms']:.2f} "
                   f"| {err:+.1%} |")
-    if a.json:
-        a.json.parent.mkdir(parents=True, exist_ok=True)
-        a.json.write_text(json.dumps(results, indent=2))
     return 0
 
 

@@ -108,10 +108,15 @@ def channels_of_model(model: Any, layers: Sequence[ConvLayer]) -> list[tuple[int
 
 
 def channels_of_onnx(path: str | Path) -> list[dict]:
-    """Every Conv node of an ONNX file in graph order: cin, cout, kernel, stride, group."""
+    """Every Conv node of an ONNX file in graph order: cin, cout, kernel, stride, group, input h, w."""
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
+    try:
+        shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in
+                  [*onnx.shape_inference.infer_shapes(model).graph.value_info, *model.graph.input]}
+    except Exception:  # shape inference is a help for matching, not a requirement
+        shapes = {}
     dims = {i.name: list(i.dims) for i in model.graph.initializer}
     out = []
     for n in model.graph.node:
@@ -120,20 +125,62 @@ def channels_of_onnx(path: str | Path) -> list[dict]:
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
         w = dims[n.input[1]]
         group = int(attrs.get("group", 1))
+        hw = shapes.get(n.input[0], [])[2:4]
         out.append({"cin": w[1] * group, "cout": w[0], "kernel": tuple(w[2:4]),
-                    "stride": tuple(attrs.get("strides", (1, 1))), "group": group})
+                    "stride": tuple(attrs.get("strides", (1, 1))), "group": group,
+                    "hw": tuple(hw) if len(hw) == 2 and all(hw) else None})
     return out
 
 
-def convs_of_onnx(path: str | Path, layers: Sequence[ConvLayer]) -> list[tuple[int, int]] | None:
-    """(cin, cout) per layer read from a candidate's ONNX file; None when its convs do not line up."""
+def onnx_order(path: str | Path, layers: Sequence[ConvLayer]) -> list[int] | None:
+    """For each Conv node of the unpruned model's ONNX file (in node order), the index of its layer.
+
+    Exporters may reorder nodes (graph simplifiers sort them), so layers are matched by their full
+    signature; layers with equal signatures cost the same, so their order among themselves is free.
+    None when the convs cannot be matched one to one.
+    """
     convs = channels_of_onnx(path)
     if len(convs) != len(layers):
         return None
-    for c, layer in zip(convs, layers):
+    free: dict[tuple, list[int]] = {}
+    for k, la in enumerate(layers):
+        free.setdefault((la.cin, la.cout, la.kernel, la.stride, la.groups), []).append(k)
+    order = []
+    for c in convs:
+        pool = free.get((c["cin"], c["cout"], tuple(c["kernel"]), tuple(c["stride"]), c["group"]), [])
+        if c["hw"] is not None:  # prefer the layer running at the same input size
+            pool_hw = [k for k in pool if (layers[k].height, layers[k].width) == c["hw"]]
+            pool = pool_hw or pool
+        if not pool:
+            return None
+        k = pool[0]
+        order.append(k)
+        for lst in free.values():
+            if k in lst:
+                lst.remove(k)
+    return order
+
+
+def convs_of_onnx(path: str | Path, layers: Sequence[ConvLayer],
+                  order: Sequence[int] | None = None) -> list[tuple[int, int]] | None:
+    """(cin, cout) per layer read from a candidate's ONNX file; None when its convs do not line up.
+
+    ``order`` maps the file's Conv nodes to layers (``onnx_order`` of the unpruned export); without
+    it, node order is taken as execution order.
+    """
+    convs = channels_of_onnx(path)
+    order = list(order) if order is not None else list(range(len(layers)))
+    if len(convs) != len(layers) or sorted(order) != list(range(len(layers))):
+        return None
+    out: list[tuple[int, int]] = [(0, 0)] * len(layers)
+    for c, k in zip(convs, order):
+        layer = layers[k]
         if tuple(c["kernel"]) != layer.kernel or tuple(c["stride"]) != layer.stride:
             return None
-    return [(int(c["cin"]), int(c["cout"])) for c in convs]
+        if c["hw"] is not None and c["hw"] != (layer.height, layer.width):
+            return None
+        out[k] = (int(c["cin"]), int(c["cout"]))
+    return out
 
 
 def channels_after(layers: Sequence[ConvLayer], current: Sequence[tuple[int, int]], graph: Any,

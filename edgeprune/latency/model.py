@@ -40,6 +40,7 @@ from edgeprune.latency.layers import (
     conv_onnx,
     convs_of_onnx,
     grid,
+    onnx_order,
 )
 from edgeprune.runtimes.fileio import read_json, write_json
 
@@ -96,6 +97,7 @@ class LatencyModel:
     calibration: dict = field(default_factory=dict)  # the measured whole-model points
     multiple: int = 8
     name: str = ""
+    onnx_order: list[int] | None = None  # layer index of each Conv node of an exported candidate
 
     @property
     def base_channels(self) -> list[tuple[int, int]]:
@@ -118,7 +120,7 @@ class LatencyModel:
 
     def predict_onnx(self, path: str | Path) -> float | None:
         """Predicted latency of a candidate's ONNX file; None when its convs do not match the layers."""
-        ch = convs_of_onnx(path, self.layers)
+        ch = convs_of_onnx(path, self.layers, self.onnx_order)
         return None if ch is None else self.predict(ch)
 
     def predict_removal(self, current: Sequence[tuple[int, int]], graph: Any,
@@ -135,13 +137,15 @@ class LatencyModel:
     def to_dict(self) -> dict:
         return {"key": self.key, "alpha": self.alpha, "fixed_ms": self.fixed_ms,
                 "calibration": self.calibration, "multiple": self.multiple, "name": self.name,
+                "onnx_order": self.onnx_order,
                 "layers": [la.to_dict() for la in self.layers], "tables": [t.to_dict() for t in self.tables]}
 
     @classmethod
     def from_dict(cls, d: Mapping) -> LatencyModel:
         return cls(d["key"], [ConvLayer.from_dict(x) for x in d["layers"]],
                    [LayerTable.from_dict(x) for x in d["tables"]], float(d["alpha"]), float(d["fixed_ms"]),
-                   dict(d.get("calibration") or {}), int(d.get("multiple", 8)), str(d.get("name", "")))
+                   dict(d.get("calibration") or {}), int(d.get("multiple", 8)), str(d.get("name", "")),
+                   d.get("onnx_order"))
 
 
 def _sha(obj: Any) -> str:
@@ -263,8 +267,14 @@ def build_latency_model(model: Any, example_inputs: Any, profiler: Any, cache_di
             base = [(la.cin, la.cout) for la in layers]
             lm0 = LatencyModel(key, layers, tables, 1.0, 0.0)
             cal = {n: {"measured_ms": got[n], "layer_sum_ms": lm0.layer_sum(sums[n] or base)} for n in files}
+            cal["onnx_order"] = onnx_order(files["unpruned"], layers)
             cache.data["calibration"][arch] = cal
+            cache.save()
+        if "onnx_order" not in cal:  # a cache written before node orders were kept
+            _export(model.eval(), example_inputs, Path(tmp) / "order.onnx")
+            cal["onnx_order"] = onnx_order(Path(tmp) / "order.onnx", layers)
             cache.save()
     pts = [(cal[n]["layer_sum_ms"], cal[n]["measured_ms"]) for n in ("unpruned", "pruned") if n in cal]
     alpha, fixed = _fit(pts)
-    return LatencyModel(key, layers, tables, alpha, fixed, cal, int(multiple), name)
+    points = {n: v for n, v in cal.items() if n != "onnx_order"}
+    return LatencyModel(key, layers, tables, alpha, fixed, points, int(multiple), name, cal["onnx_order"])

@@ -3,30 +3,18 @@
 from __future__ import annotations
 
 import copy
-import sys
-from pathlib import Path
 
+import latency_helpers as fake
 import pytest
+import test_iterative_tinynet as tiny
 import torch
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-import latency_helpers as fake  # noqa: E402
-import test_iterative_tinynet as tiny  # noqa: E402
-
-import edgeprune as ep  # noqa: E402
-from edgeprune import latency  # noqa: E402
-from edgeprune.export import _torch_export  # noqa: E402
+import edgeprune as ep
+from edgeprune import latency
+from edgeprune.export import _torch_export
 
 X = torch.zeros(1, 3, tiny.IMG, tiny.IMG)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny convs run faster on one shared core
 
 
 def build(tmp_path, prof=None, model=None):

@@ -3,24 +3,20 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
+import latency_helpers as fake
 import pytest
+import test_iterative_tinynet as tiny
 import torch
+from sweep_helpers import conv_candidate
 from torch import nn
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-import latency_helpers as fake  # noqa: E402
-import test_iterative_tinynet as tiny  # noqa: E402
-from sweep_helpers import conv_candidate  # noqa: E402
-
-from edgeprune import latency  # noqa: E402
-from edgeprune.deploy import Candidate, sweep  # noqa: E402
-from edgeprune.deploy.targets import target_from_config  # noqa: E402
-from edgeprune.runtimes import get  # noqa: E402
-from edgeprune.runtimes.profiling import ProfileConfig  # noqa: E402
+from edgeprune import latency
+from edgeprune.deploy import Candidate, sweep
+from edgeprune.deploy.targets import target_from_config
+from edgeprune.runtimes import get
+from edgeprune.runtimes.profiling import ProfileConfig
 
 FAST = {"warmup_runs": 2, "warmup_s": 0.0, "min_runs": 8, "min_s": 0.02, "max_repeats": 1}
 
