@@ -227,10 +227,11 @@ def build_latency_model(model: Any, example_inputs: Any, profiler: Any, cache_di
                         multiple: int = 8, name: str = "", progress: bool = True) -> LatencyModel:
     """Measure (or load from ``cache_dir``) the latency model of ``model`` on ``profiler``'s target."""
     import edgeprune as ep
-    from edgeprune.iterative.hashing import input_signature
 
     layers = conv_layers(model, example_inputs)
-    key = {**profiler.key(), "input": input_signature(example_inputs), "multiple": int(multiple),
+    xs = example_inputs if isinstance(example_inputs, (tuple, list)) else [example_inputs]
+    shapes = [list(getattr(t, "shape", [])) for t in xs]
+    key = {**profiler.key(), "input": shapes, "multiple": int(multiple),
            "out_fractions": list(OUT_FRACTIONS), "in_fractions": list(IN_FRACTIONS)}
     cache = LatencyCache(cache_dir, key, str(key.get("runtime") or "target"))  # shared by any target name
     todo = [la for la in dict.fromkeys(la.signature() for la in layers) if la not in cache.data["layers"]]
