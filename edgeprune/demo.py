@@ -120,7 +120,8 @@ def run_demo(cfg: DemoConfig, fresh: bool = False) -> dict:
 
         _log("latency models: each conv profiled alone on each runtime (cached in latency_cache/)")
         models = build_models(targets_from_config(targets), model, example, out / "latency_cache")
-        selection = SelectionConfig(n_params=0, n_flops=0, n_latency=cfg.n_params + cfg.n_flops)
+        if models:  # else (no runtime could be profiled) the paper's selection, in its own folder
+            selection = SelectionConfig(n_params=0, n_flops=0, n_latency=cfg.n_params + cfg.n_flops)
         run_dir = out / "prune-latency"
     result = iterative_prune(
         model, example, evaluator, finetune,
