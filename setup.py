@@ -66,6 +66,8 @@ setup(
         "tensorrt": ["tensorrt>=8.5,<11"],
         "pycuda": ["pycuda>=2022.1"],
         "ray": ["ray[client]>=2.9"],  # sensitivity on a Ray cluster; [client] for ray:// addresses
+        # Ultralytics YOLOv5u/YOLOv8/YOLO11 checkpoints; its restricted loader (safe_only) is needed
+        "ultralytics": ["ultralytics>=8.4.190"],
         "dev": ["pytest>=8", "ruff>=0.5", "build>=1.0", "setuptools>=70.1", "openvino>=2024.0",
                 "vermin>=1.6"],
     },

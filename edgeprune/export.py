@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from edgeprune._version import __version__
-from edgeprune.errors import ExportError, InvalidModelError, MissingDependencyError
+from edgeprune.errors import EdgepruneError, ExportError, InvalidModelError, MissingDependencyError
 from edgeprune.export_check import (
     capture_tracer_warnings,
     check_second_input,
@@ -31,6 +31,7 @@ from edgeprune.export_check import (
     second_input,
 )
 from edgeprune.runtimes.fileio import atomic_write_bytes
+from edgeprune.runtimes.model_io import LAYOUTS, ModelIO
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "output"
@@ -92,22 +93,29 @@ def _torch_export(model: nn.Module, x: torch.Tensor, tmp_path: Path, opset: int)
         raise ExportError(f"torch.onnx.export failed (opset {opset}): {type(e).__name__}: {e}") from e
 
 
+def model_io(model: nn.Module, x: torch.Tensor, out: torch.Tensor) -> ModelIO:
+    """The ``ModelIO`` of ``model`` at the example input: size, output layout, class names."""
+    layout = getattr(model, "output_layout", "cxcywh_obj_cls")
+    if layout not in LAYOUTS:
+        raise ExportError(f"model.output_layout {layout!r} is not one of {list(LAYOUTS)}")
+    n_cls = int(out.shape[-1]) - (5 if layout == "cxcywh_obj_cls" else 4)
+    names = getattr(model, "names", None)
+    if isinstance(names, dict):
+        names = [names[k] for k in sorted(names)]
+    if names is None:
+        names = [f"class{i}" for i in range(n_cls)]
+    if n_cls < 1 or len(names) != n_cls:
+        raise ExportError(f"the output has {int(out.shape[-1])} numbers per row, which in layout {layout} "
+                          f"means {n_cls} classes, but the model has {len(names)} names")
+    return ModelIO(input_size=(int(x.shape[2]), int(x.shape[3])), class_names=tuple(str(n) for n in names),
+                   output_layout=layout, input_name=INPUT_NAME, output_name=OUTPUT_NAME)
+
+
 def _build_metadata(model: nn.Module, x: torch.Tensor, out: torch.Tensor,
                     extra: Mapping[str, Any] | None) -> dict[str, Any]:
-    names = getattr(model, "names", None)
-    if names is None and out.shape[-1] > 5:
-        names = [f"class{i}" for i in range(out.shape[-1] - 5)]
     meta: dict[str, Any] = {
-        "input_name": INPUT_NAME,
-        "output_name": OUTPUT_NAME,
-        "input_size": [int(x.shape[2]), int(x.shape[3])],
+        **model_io(model, x, out).to_dict(),
         "batch": int(x.shape[0]),
-        "layout": "NCHW",
-        "color": "RGB",
-        "letterbox": {"pad_value": 114},
-        "normalization": {"scale": 1 / 255},
-        "class_names": [str(n) for n in names] if names is not None else None,
-        "output_layout": "cxcywh_obj_cls",
         "sparsity": None,
         "plan_sha256": None,
         "edgeprune_version": __version__,
@@ -120,6 +128,10 @@ def _build_metadata(model: nn.Module, x: torch.Tensor, out: torch.Tensor,
         json.dumps(meta)
     except (TypeError, ValueError) as e:
         raise ExportError(f"metadata must be JSON-serialisable: {e}") from e
+    try:
+        ModelIO.from_dict(meta)  # extra keys must not break the description readers rely on
+    except EdgepruneError as e:
+        raise ExportError(f"metadata does not describe the model's input/output: {e}") from e
     return meta
 
 
@@ -201,7 +213,8 @@ def export_onnx(
                 f"model forward failed on example_inputs {tuple(x.shape)}: {type(e).__name__}: {e}") from e
         if not isinstance(ref, torch.Tensor) or ref.dim() != 3:
             got = tuple(ref.shape) if isinstance(ref, torch.Tensor) else type(ref).__name__
-            raise InvalidModelError(f"model.eval() forward must return one tensor [B, N, 5 + nc], got {got}")
+            raise InvalidModelError(
+                f"model.eval() forward must return one tensor [B, N, K] (rows of boxes), got {got}")
         meta = _build_metadata(model, x, ref, metadata)
         x2 = second_input(x)
         ref2 = reference_outputs(model, x2) if verify else None

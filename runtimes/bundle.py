@@ -23,9 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from edgeprune.errors import BundleError, IncompatibleArtifactError, InvalidInputError
+from edgeprune.errors import BundleError, EdgepruneError, IncompatibleArtifactError, InvalidInputError
 from edgeprune.runtimes.base import GPU_NAME
 from edgeprune.runtimes.fileio import read_json, sha256_file
+from edgeprune.runtimes.model_io import ModelIO
 from edgeprune.runtimes.postprocess import Detections, postprocess
 from edgeprune.runtimes.preprocess import boxes_from_letterbox, preprocess
 
@@ -254,11 +255,14 @@ class Detector:
         self.session = session
         self.runtime = runtime
         self.artifact_source = artifact_source  # "bundle" or "compiled from model.onnx"
-        inp = manifest["input"]
-        self.input_name: str = inp["name"]
-        self.input_size: tuple[int, int] = (int(inp["size"][0]), int(inp["size"][1]))
-        self.pad_value: int = int(inp.get("letterbox", {}).get("pad_value", 114))
-        self.names: list[str] = list(manifest["class_names"])
+        try:
+            self.io = ModelIO.from_manifest(manifest)
+        except EdgepruneError as exc:
+            raise BundleError(f"bundle {path}: {exc}") from None
+        self.input_name: str = self.io.input_name
+        self.input_size: tuple[int, int] = self.io.input_size
+        self.pad_value: int = self.io.pad_value
+        self.names: list[str] = list(self.io.class_names)
         pp = manifest["postprocess"]
         self.conf_thres = float(conf_thres)
         self.iou_thres = float(iou_thres)
@@ -268,14 +272,11 @@ class Detector:
         self._last = {"pre_ms": 0.0, "infer_ms": 0.0, "post_ms": 0.0, "total_ms": 0.0}
         self._sum = dict.fromkeys(self._last, 0.0)
         self._count = 0
-        if inp.get("layout", "NCHW") != "NCHW" or inp.get("color", "RGB") != "RGB":
+        if self.io.color != "RGB":
+            raise BundleError(f"bundle {path}: only RGB inputs are supported, manifest says {self.io.color}")
+        if abs(self.io.scale - 1 / 255) > 1e-9:
             raise BundleError(
-                f"bundle {path}: only NCHW RGB inputs are supported, manifest says "
-                f"{inp.get('layout')} {inp.get('color')}"
-            )
-        scale = float(inp.get("normalization", {}).get("scale", 1 / 255))
-        if abs(scale - 1 / 255) > 1e-9:
-            raise BundleError(f"bundle {path}: normalisation scale {scale} is not supported (1/255 only)")
+                f"bundle {path}: normalisation scale {self.io.scale} is not supported (1/255 only)")
 
     def detect(self, image_bgr: np.ndarray) -> Detections:
         """Letterbox, infer, NMS; boxes (xyxy) come back in the ORIGINAL image's pixels.
@@ -289,7 +290,12 @@ class Detector:
         t1 = time.perf_counter()
         out = self.session.infer({self.input_name: x})[0]
         t2 = time.perf_counter()
-        det = postprocess(out, self.conf_thres, self.iou_thres, self.max_det, self.class_agnostic)
+        if out.shape[-1] != self.io.row_width:
+            raise BundleError(
+                f"bundle {self.path}: the model outputs rows of {out.shape[-1]} numbers, but layout "
+                f"{self.io.output_layout} with {self.io.num_classes} classes means {self.io.row_width}")
+        det = postprocess(out, self.conf_thres, self.iou_thres, self.max_det, self.class_agnostic,
+                          self.io.output_layout)
         if len(det):
             det.boxes = boxes_from_letterbox(det.boxes, lb).astype(np.float32)
         t3 = time.perf_counter()

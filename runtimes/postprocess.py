@@ -1,7 +1,8 @@
 """Decode a detector's output and run class-aware NMS (OpenCV's batched NMS). No torch.
 
-The detector output contract (built-in YOLOv7 models and exported ONNX): ``[batch, N, 5 + C]`` with
-rows ``(cx, cy, w, h, objectness, class_prob_1..C)`` in network-input pixels, already sigmoid-ed.
+The detector output: ``[batch, N, K]`` rows in network-input pixels, already sigmoid-ed, in one of the
+layouts of ``edgeprune.runtimes.model_io``: ``cxcywh_obj_cls`` (``cx, cy, w, h, objectness, class
+probabilities``; YOLOv7) or ``cxcywh_cls`` (no objectness; anchor-free Ultralytics heads).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgeprune.errors import InvalidDataError
+from edgeprune.runtimes.model_io import LAYOUTS
 
 
 @dataclass
@@ -46,11 +48,13 @@ def postprocess(
     iou_thres: float = 0.45,
     max_det: int = 300,
     class_agnostic: bool = False,
+    layout: str = "cxcywh_obj_cls",
 ) -> Detections:
-    """Decoded predictions of ONE image (``[N, 5+C]`` or ``[1, N, 5+C]``) -> NMS-ed detections.
+    """Decoded predictions of ONE image (``[N, K]`` or ``[1, N, K]``) -> NMS-ed detections.
 
-    Score = objectness x best class probability; boxes below ``conf_thres`` are dropped, then
-    class-aware NMS (``cv2.dnn.NMSBoxesBatched``) keeps at most ``max_det`` boxes.
+    Score = objectness x best class probability (``cxcywh_obj_cls``) or the best class probability
+    (``cxcywh_cls``); boxes below ``conf_thres`` are dropped, then class-aware NMS
+    (``cv2.dnn.NMSBoxesBatched``) keeps at most ``max_det`` boxes.
     """
     import cv2
 
@@ -59,10 +63,14 @@ def postprocess(
         if p.shape[0] != 1:
             raise InvalidDataError(f"postprocess takes one image, got a batch of {p.shape[0]}")
         p = p[0]
-    if p.ndim != 2 or p.shape[1] < 6:
-        raise InvalidDataError(f"expected predictions [N, 5+C] with C >= 1, got shape {p.shape}")
+    if layout not in LAYOUTS:
+        raise InvalidDataError(f"unknown output layout {layout!r}; expected one of {list(LAYOUTS)}")
+    first_cls = 5 if layout == "cxcywh_obj_cls" else 4
+    if p.ndim != 2 or p.shape[1] < first_cls + 1:
+        raise InvalidDataError(
+            f"expected predictions [N, {first_cls}+C] with C >= 1 (layout {layout}), got shape {p.shape}")
     p = p.astype(np.float32, copy=False)
-    cls_scores = p[:, 5:] * p[:, 4:5]
+    cls_scores = p[:, 5:] * p[:, 4:5] if first_cls == 5 else p[:, 4:]
     class_ids = cls_scores.argmax(1)
     scores = cls_scores[np.arange(p.shape[0]), class_ids]
     keep = scores > conf_thres

@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from edgeprune._version import __version__
-from edgeprune.errors import BundleError
+from edgeprune.errors import BundleError, EdgepruneError
 from edgeprune.runtimes.base import GPU_NAME
 from edgeprune.runtimes.bundle import FORMAT, FORMAT_VERSION, MANIFEST, read_manifest
 from edgeprune.runtimes.fileio import sha256_file, write_json
+from edgeprune.runtimes.model_io import ModelIO
 
 ONNX_NAME = "model.onnx"
 ARTIFACT_DIR = "artifact"
@@ -78,6 +79,10 @@ def write_bundle(
         raise BundleError(
             f"no class names for the bundle: pass class_names or export {onnx_path} with edgeprune metadata"
         )
+    try:
+        io = ModelIO.from_dict({**meta, "class_names": names})
+    except EdgepruneError as e:
+        raise BundleError(f"{onnx_path}: the model's input/output description is invalid: {e}") from e
     if "name" not in runtime:
         raise BundleError("runtime info for the bundle needs a 'name'")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -94,21 +99,7 @@ def write_bundle(
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "edgeprune_version": __version__,
             "model": ONNX_NAME,  # the portable ONNX; plain OpenCV apps read it directly
-            "input": {
-                "name": meta["input_name"],
-                "size": [int(v) for v in meta["input_size"]],
-                "layout": meta.get("layout", "NCHW"),
-                "dtype": "float32",
-                "color": meta.get("color", "RGB"),
-                "letterbox": meta.get("letterbox", {"pad_value": 114}),
-                "normalization": meta.get("normalization", {"scale": 1 / 255}),
-            },
-            "output": {
-                "name": meta["output_name"],
-                "layout": meta.get("output_layout", "cxcywh_obj_cls"),
-                "box_units": "input pixels",
-            },
-            "class_names": names,
+            **io.to_manifest(),
             "postprocess": {**DEFAULT_POSTPROCESS, **(postprocess or {})},
             "runtime": dict(runtime),
             "artifact": art_info,

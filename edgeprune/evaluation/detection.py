@@ -21,9 +21,11 @@ from edgeprune.data.base import DetectionDataset, collate
 from edgeprune.data.folder import as_dataset
 from edgeprune.errors import InvalidModelError
 from edgeprune.evaluation.coco import GroundTruth, coco_map
+from edgeprune.runtimes.model_io import LAYOUTS
 from edgeprune.runtimes.postprocess import Detections, postprocess
 from edgeprune.runtimes.preprocess import _as_hw, boxes_from_letterbox
 
+DEFAULT_LAYOUT = "cxcywh_obj_cls"
 PredictFn = Callable[[np.ndarray], Any]
 
 
@@ -55,6 +57,7 @@ def collect(
     max_det: int = 300,
     max_images: int | None = None,
     progress: bool | None = None,
+    layout: str = DEFAULT_LAYOUT,
 ) -> tuple[list[GroundTruth], list[Detections]]:
     """Run ``predict_fn`` over the dataset: its labels and the NMS-ed detections, in original pixels."""
     from tqdm import tqdm
@@ -68,11 +71,12 @@ def collect(
         out = np.asarray(out[0] if isinstance(out, (list, tuple)) else out, dtype=np.float32)
         if out.ndim != 3 or out.shape[0] != len(infos):
             raise InvalidModelError(
-                f"predictions must be [batch={len(infos)}, N, 5+num_classes], got shape {out.shape}"
+                f"predictions must be [batch={len(infos)}, N, K] rows, got shape {out.shape}"
             )
         for pred, info in zip(out, infos):
             lb = info.letterbox
-            det = postprocess(pred, conf_thres=conf_thres, iou_thres=iou_thres, max_det=max_det)
+            det = postprocess(pred, conf_thres=conf_thres, iou_thres=iou_thres, max_det=max_det,
+                              layout=layout)
             det.boxes = boxes_from_letterbox(det.boxes, lb).astype(np.float32)
             preds.append(det)
             classes, boxes = dataset.labels(info.index, lb.orig_shape)
@@ -89,10 +93,20 @@ def evaluate_predictions(
     max_det: int = 300,
     max_images: int | None = None,
     per_class: bool = False,
+    layout: str = DEFAULT_LAYOUT,
 ) -> dict[str, float]:
-    """mAP of any predictor: ``predict_fn`` maps a ``[B,3,S,S]`` float32 batch to ``[B,N,5+nc]``."""
-    gts, preds = collect(dataset, predict_fn, batch_size, conf_thres, iou_thres, max_det, max_images)
+    """mAP of any predictor: ``predict_fn`` maps a ``[B,3,S,S]`` float32 batch to ``[B,N,K]`` rows."""
+    gts, preds = collect(dataset, predict_fn, batch_size, conf_thres, iou_thres, max_det, max_images,
+                         layout=layout)
     return coco_map(gts, preds, dataset.num_classes, dataset.names, max_det, per_class)
+
+
+def model_layout(model: torch.nn.Module, default: str = DEFAULT_LAYOUT) -> str:
+    """The output layout a model declares (``output_layout``), else ``default``."""
+    layout = getattr(model, "output_layout", None) or default
+    if layout not in LAYOUTS:
+        raise InvalidModelError(f"model.output_layout {layout!r} is not one of {list(LAYOUTS)}")
+    return layout
 
 
 class torch_predictor:  # noqa: N801  (used like a function: ``with torch_predictor(model) as fn``)
@@ -148,7 +162,10 @@ class DetectionEvaluator:
         max_images: int | None = None,
         max_det: int = 300,
         per_class: bool = False,
+        output_layout: str = DEFAULT_LAYOUT,
     ) -> None:
+        # the layout of the predictions; a model with an ``output_layout`` attribute sets it when called
+        self.output_layout = output_layout
         self.img_size = _as_hw(img_size)
         self.dataset = as_dataset(data, self.img_size, labeled=True)
         self.source = str(getattr(self.dataset, "source", data))
@@ -158,13 +175,15 @@ class DetectionEvaluator:
         self._fingerprint: str | None = None
 
     def __call__(self, model: torch.nn.Module) -> dict[str, float]:
+        self.output_layout = model_layout(model, self.output_layout)
         with torch_predictor(model) as predict:
             return self.evaluate_fn(predict)
 
     def evaluate_fn(self, predict_fn: PredictFn) -> dict[str, float]:
         """The same metrics for a numpy predictor (an exported or compiled candidate)."""
         return evaluate_predictions(self.dataset, predict_fn, self.batch_size, self.conf_thres,
-                                    self.iou_thres, self.max_det, self.max_images, self.per_class)
+                                    self.iou_thres, self.max_det, self.max_images, self.per_class,
+                                    layout=self.output_layout)
 
     def settings(self) -> dict:
         if self._fingerprint is None:

@@ -17,7 +17,7 @@ from edgeprune.data.base import DetectionDataset
 from edgeprune.data.folder import as_dataset
 from edgeprune.errors import InvalidDataError
 from edgeprune.evaluation.coco import GroundTruth, coco_map
-from edgeprune.evaluation.detection import PredictFn, collect, torch_predictor
+from edgeprune.evaluation.detection import PredictFn, collect, model_layout, torch_predictor
 from edgeprune.runtimes.preprocess import _as_hw
 
 
@@ -86,7 +86,8 @@ class FidelityEvaluator:
 
             with torch_predictor(self.teacher) as predict:
                 images, dets = collect(self.dataset, record(predict), self.batch_size, self.conf_thres,
-                                       self.iou_thres, self.max_det, self.max_images)
+                                       self.iou_thres, self.max_det, self.max_images,
+                                       layout=model_layout(self.teacher))
             gts = [GroundTruth(d.class_ids.copy(), d.boxes.astype("float64"), im.shape)
                    for d, im in zip(dets, images)]
             if not any(len(g.classes) for g in gts):
@@ -95,15 +96,16 @@ class FidelityEvaluator:
                     "no pseudo ground truth to compare against (lower conf_thres or use other images)"
                 )
             nc = getattr(self.teacher, "num_classes", None)
-            self._num_classes = int(nc) if nc else max(widths) - 5
+            self._num_classes = int(nc) if nc else max(widths) - 5  # cxcywh_obj_cls rows
             self._pseudo_gt = gts
         return self._pseudo_gt
 
     def evaluate_fn(self, predict_fn: PredictFn) -> dict[str, float]:
         """Fidelity of a numpy predictor (an exported or compiled candidate) to the teacher."""
         gts = self.pseudo_ground_truth()
+        # a student is pruned from the teacher: same output layout
         _, preds = collect(self.dataset, predict_fn, self.batch_size, self.student_conf_thres,
-                           self.iou_thres, self.max_det, self.max_images)
+                           self.iou_thres, self.max_det, self.max_images, layout=model_layout(self.teacher))
         m = coco_map(gts, preds, self.num_classes, self.names, self.max_det)
         return {"fidelity_mAP50-95": m["mAP50-95"], "fidelity_mAP50": m["mAP50"]}
 

@@ -28,9 +28,7 @@ def checkpoint_kind(path: str | os.PathLike) -> str:
 
     p = Path(path)
     if p.suffix.lower() in (".yaml", ".yml"):
-        if not p.is_file():
-            raise InvalidModelError(f"model YAML not found: {p}")
-        return "ultralytics-yaml"
+        return "ultralytics-yaml"  # a file, or a name Ultralytics ships (yolov8n.yaml): never downloaded
     found = pickle_globals(data_pickle(p))
     if is_official_yolov7(found):
         extra = unknown_globals(found)
@@ -42,8 +40,10 @@ def checkpoint_kind(path: str | os.PathLike) -> str:
         return "yolov7-official"
     if any(g.startswith("ultralytics.") for g in found):
         return "ultralytics"
-    classes = sorted(g for g in found if not g.startswith(("torch.", "collections.", "_codecs.", "builtins.")))
-    what = f"objects of {classes[:6]}" if classes else "plain tensors (a state dict without the model's structure)"
+    plain = ("torch.", "collections.", "_codecs.", "builtins.", "__builtin__.")
+    classes = sorted(g for g in found if not g.startswith(plain))
+    what = (f"objects of {classes[:6]}" if classes
+            else "plain tensors (a state dict without the model's structure)")
     raise InvalidModelError(f"{p} holds {what}; edgeprune loads {SUPPORTED}")
 
 

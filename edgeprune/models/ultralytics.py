@@ -10,6 +10,7 @@ train forward is Ultralytics' raw prediction dict, which its ``v8DetectionLoss``
 
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ def _require_ultralytics() -> Any:
     try:
         import ultralytics
     except ImportError as e:
-        raise MissingDependencyError("ultralytics", "ultralytics", f"needed for Ultralytics models: {e}") from e
+        raise MissingDependencyError("ultralytics", "ultralytics", f"for Ultralytics models: {e}") from e
     return ultralytics
 
 
@@ -48,7 +49,7 @@ class UltralyticsDetector(nn.Module):
         if getattr(head, "end2end", False):
             raise InvalidModelError("end-to-end (NMS-free) Ultralytics heads are not supported; "
                                     "use a YOLOv5u, YOLOv8 or YOLO11 detection model")
-        head.dynamic = True  # recompute anchors every forward: no grid cached from a traced or other-size input
+        head.dynamic = True  # recompute anchors every forward: no grid cached from a traced input
         head.export = False
         self.model = model
         self.num_classes = int(head.nc)
@@ -91,12 +92,12 @@ def from_yaml(cfg: str | os.PathLike, num_classes: int | None = None) -> Ultraly
     try:
         model = DetectionModel(str(cfg), nc=num_classes, verbose=False)
     except (FileNotFoundError, KeyError, ValueError) as e:
-        raise InvalidModelError(f"cannot build a Ultralytics model from {cfg}: {type(e).__name__}: {e}") from e
+        raise InvalidModelError(f"cannot build a Ultralytics model from {cfg}: {e}") from None
     return UltralyticsDetector(model.float()).eval()
 
 
 def load_ultralytics(path: str | os.PathLike, num_classes: int | None = None) -> UltralyticsDetector:
-    """A Ultralytics checkpoint (``best.pt`` of ``yolo train``) or model YAML as an ``UltralyticsDetector``."""
+    """A Ultralytics checkpoint (``best.pt`` of ``yolo train``) or model YAML as a wrapped detector."""
     p = Path(path)
     if p.suffix.lower() in (".yaml", ".yml"):
         return from_yaml(p, num_classes)
@@ -105,6 +106,9 @@ def load_ultralytics(path: str | os.PathLike, num_classes: int | None = None) ->
 
     if not p.is_file():  # Ultralytics would try to download a missing name; a local file is required
         raise InvalidModelError(f"model file not found: {p}")
+    if "safe_only" not in inspect.signature(torch_safe_load).parameters:
+        raise MissingDependencyError("ultralytics>=8.4.190", "ultralytics",
+                                     "this Ultralytics has no restricted (weights-only) checkpoint loading")
     try:
         ckpt, _ = torch_safe_load(str(p), safe_only=True)
     except (TypeError, ModuleNotFoundError) as e:

@@ -1,4 +1,4 @@
-"""Open official YOLOv7 / YOLOv7-tiny training checkpoints without the official code, without running pickle code.
+"""Open official YOLOv7 / YOLOv7-tiny training checkpoints without the official code or running pickle code.
 
 A ``best.pt``/``last.pt`` of the official trainer is a pickled ``models.yolo.Model`` (fp16) under
 ``model`` and/or ``ema``. It is read with ``torch.load(weights_only=True)``: torch's restricted
@@ -31,8 +31,8 @@ OFFICIAL_CLASSES = (
     "torch.nn.modules.activation.SiLU", "torch.nn.modules.activation.LeakyReLU",
     "torch.nn.modules.pooling.MaxPool2d", "torch.nn.modules.upsampling.Upsample",
 )
-_DEPLOY_HINT = ("yolov7x/w6/e6/d6/e6e, deploy (re-parameterised: Detect, rbr_reparam) and custom cfgs are "
-                "not mapped; supported: training checkpoints of cfg/training/yolov7.yaml and yolov7-tiny.yaml")
+_DEPLOY_HINT = ("yolov7x/w6/e6/d6/e6e, deploy (re-parameterised: Detect, rbr_reparam) and custom cfgs "
+                "are not mapped; supported: training checkpoints of yolov7.yaml and yolov7-tiny.yaml")
 
 
 class StandIn:
@@ -106,7 +106,8 @@ def _pick_model(ckpt: Any, path: Path) -> StandIn:
         m = ckpt.get(key)
         if isinstance(m, StandIn) and m.official_name == "models.yolo.Model":
             return m
-    raise InvalidModelError(f"{path}: no models.yolo.Model under 'ema' or 'model' (keys: {sorted(ckpt)[:10]})")
+    raise InvalidModelError(
+        f"{path}: no models.yolo.Model under 'ema' or 'model' (keys: {sorted(map(str, ckpt))[:10]})")
 
 
 def _layers(model: StandIn, path: Path) -> list[StandIn]:

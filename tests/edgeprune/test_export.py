@@ -121,7 +121,7 @@ def test_bad_inputs_raise_clear_errors(tmp_path: Path) -> None:
         export_onnx(lambda t: t, x, tmp_path / "a.onnx")
     with pytest.raises(ExportError, match="JSON"):
         export_onnx(model, x, tmp_path / "a.onnx", metadata={"bad": object()})
-    with pytest.raises(InvalidModelError, match=r"one tensor \[B, N, 5 \+ nc\], got \(1, 3, 64, 64\)"):
+    with pytest.raises(InvalidModelError, match=r"one tensor \[B, N, K\].*got \(1, 3, 64, 64\)"):
         export_onnx(nn.Identity(), [x], tmp_path / "a.onnx")
     with pytest.raises(InvalidModelError, match="forward failed"):
         export_onnx(nn.Linear(2, 2), x, tmp_path / "a.onnx")

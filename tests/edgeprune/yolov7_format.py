@@ -211,7 +211,8 @@ def _mp(rows, c, extra=()):
 
 def yolov7_cfg() -> dict:
     """The layer list of cfg/training/yolov7.yaml (106 layers)."""
-    b = [(-1, "Conv", [32, 3, 1]), (-1, "Conv", [64, 3, 2]), (-1, "Conv", [64, 3, 1]), (-1, "Conv", [128, 3, 2])]
+    b = [(-1, "Conv", [32, 3, 1]), (-1, "Conv", [64, 3, 2]), (-1, "Conv", [64, 3, 1]),
+         (-1, "Conv", [128, 3, 2])]
     bb = [-1, -3, -5, -6]
     _elan(b, 64, 64, 256, bb)
     _mp(b, 128)
@@ -234,7 +235,7 @@ def yolov7_cfg() -> dict:
     h += [(75, "RepConv", [256, 3, 1]), (88, "RepConv", [512, 3, 1]), (101, "RepConv", [1024, 3, 1]),
           ([102, 103, 104], "IDetect", [])]
     anchors = [[12, 16, 19, 36, 40, 28], [36, 75, 76, 55, 72, 146], [142, 110, 192, 243, 459, 401]]
-    return {"nc": 80, "depth_multiple": 1.0, "width_multiple": 1.0, "anchors": anchors, "backbone": b, "head": h}
+    return {"nc": 80, "anchors": anchors, "backbone": b, "head": h}
 
 
 def yolov7_tiny_cfg() -> dict:
@@ -245,7 +246,8 @@ def yolov7_tiny_cfg() -> dict:
     for c in (64, 128, 256):  # 8-28
         b.append((-1, "MP", []))
         _elan(b, c, c, 2 * c, t, n3=2)
-    h = [(-1, "Conv", [256, 1, 1]), (-2, "Conv", [256, 1, 1]), (-1, "SP", [5]), (-2, "SP", [9]), (-3, "SP", [13]),
+    h = [(-1, "Conv", [256, 1, 1]), (-2, "Conv", [256, 1, 1]), (-1, "SP", [5]), (-2, "SP", [9]),
+         (-3, "SP", [13]),
          (t, "Concat", [1]), (-1, "Conv", [256, 1, 1]), ([-1, -7], "Concat", [1]), (-1, "Conv", [256, 1, 1])]
     h += [(-1, "Conv", [128, 1, 1]), (-1, "nn.Upsample", [None, 2, "nearest"]), (21, "Conv", [128, 1, 1]),
           ([-1, -2], "Concat", [1])]
@@ -260,8 +262,7 @@ def yolov7_tiny_cfg() -> dict:
     h += [(57, "Conv", [128, 3, 1]), (65, "Conv", [256, 3, 1]), (73, "Conv", [512, 3, 1]),
           ([74, 75, 76], "IDetect", [])]
     anchors = [[10, 13, 16, 30, 33, 23], [30, 61, 62, 45, 59, 119], [116, 90, 156, 198, 373, 326]]
-    return {"nc": 80, "depth_multiple": 1.0, "width_multiple": 1.0, "anchors": anchors, "backbone": b, "head": h,
-            "leaky": True}
+    return {"nc": 80, "anchors": anchors, "backbone": b, "head": h, "leaky": True}
 
 
 def official_model(tiny: bool, nc: int, names=None, seed: int = 0) -> Model:
