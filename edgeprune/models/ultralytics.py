@@ -79,6 +79,8 @@ class UltralyticsDetector(nn.Module):
         if self.training:
             return self.model(x)
         y = self.model(x)
+        if isinstance(y, dict):  # the head alone in train mode (distillation's teacher): raw outputs
+            return y
         if isinstance(y, (tuple, list)):
             y = y[0]
         return y.transpose(1, 2)  # [B, 4 + nc, N] -> rows [B, N, 4 + nc], as edgeprune's decoders take

@@ -39,6 +39,8 @@ def raw_head_outputs(model: nn.Module, images: torch.Tensor) -> list[torch.Tenso
         out = model(images)
     finally:
         model.train(was_training)
+    if isinstance(out, dict):  # anchor-free Ultralytics head: {"boxes", "scores", "feats"}
+        return out
     if not isinstance(out, (list, tuple)):
         raise InvalidModelError("the teacher's head did not return raw per-level outputs in train mode")
     return list(out)
@@ -68,6 +70,12 @@ class DistillObjective:
         images = batch[0] if isinstance(batch, (list, tuple)) else batch
         t_out = raw_head_outputs(self.teacher, images)
         s_out = model(images)
+        if isinstance(t_out, dict):  # layout cxcywh_cls: no objectness term
+            from edgeprune.training.ultralytics_objectives import anchor_free_distill
+
+            lbox, lcls = anchor_free_distill(s_out, t_out, int(self.teacher.detect.reg_max), self.eps)
+            loss = self.w_box * lbox + self.w_cls * lcls
+            return loss, {"box": float(lbox.detach()), "obj": 0.0, "cls": float(lcls.detach())}
         if not isinstance(s_out, (list, tuple)) or len(s_out) != len(t_out):
             raise InvalidModelError("the student must return one raw output per level in train mode")
         lbox = lobj = lcls = images.new_zeros(())

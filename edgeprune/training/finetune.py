@@ -2,7 +2,8 @@
 
 Any callable with that signature works. Built-ins:
 
-* ``LabeledFinetune(data_dir, img_size, ...)``: the YOLOv7 loss on a labeled YOLO dataset.
+* ``LabeledFinetune(data_dir, img_size, ...)``: the family's own loss on a labeled YOLO dataset
+  (YOLOv7's; Ultralytics' ``v8DetectionLoss`` for Ultralytics models).
 * ``DistillFinetune(teacher, images_dir, img_size, ...)``: match the unpruned teacher on unlabeled
   images (see ``edgeprune.training.distill``).
 
@@ -53,6 +54,15 @@ class LabeledObjective:
         return self.loss(model(images), targets)
 
 
+def labeled_objective(model: nn.Module, img_size: int, hyp: LossHyp | None = None) -> Any:
+    """The family's own loss: YOLOv7's for anchor-based heads, Ultralytics' for ``cxcywh_cls`` models."""
+    if getattr(model, "output_layout", None) == "cxcywh_cls":
+        from edgeprune.training.ultralytics_objectives import UltralyticsObjective
+
+        return UltralyticsObjective(model)
+    return LabeledObjective(model, img_size, hyp)
+
+
 class LabeledFinetune:
     """Fine-tune on labeled data: a YOLO folder (images/ + labels/), a data.yaml, or a dataset instance
     (e.g. ``CocoDataset``; it is copied and augmented with this fine-tune's seed)."""
@@ -86,7 +96,7 @@ class LabeledFinetune:
         else:  # a copy: the caller's dataset keeps its own augment flag and random stream
             dataset = copy.copy(self.data_dir)
             dataset.augment, dataset._rng = self.augment, np.random.default_rng(config.seed)
-        objective = LabeledObjective(model, self.img_size, self.hyp)
+        objective = labeled_objective(model, self.img_size, self.hyp)
         trainer = Trainer(model, objective, dataset, config, collate_fn=collate)
         self.last_trainer = trainer
         return trainer.train(steps).eval()

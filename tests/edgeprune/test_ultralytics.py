@@ -110,3 +110,39 @@ def test_refuses_checkpoint_with_foreign_globals(tmp_path):
     with pytest.raises(InvalidModelError, match="refused"):
         ep.models.load(tmp_path / "evil.pt")
     assert not os.path.exists("/tmp/edgeprune_ul_pwned")
+
+
+def test_finetunes_with_ultralytics_loss_and_distills(tmp_path):
+    from edgeprune.data import YoloDataset, collate
+    from edgeprune.data.synthetic import generate
+    from edgeprune.training import DistillFinetune, LabeledFinetune
+    from edgeprune.training.finetune import labeled_objective
+    from edgeprune.training.ultralytics_objectives import UltralyticsObjective
+
+    generate(tmp_path / "data", 8, seed=0, img_size=(SIZE, SIZE))
+    names = ["scratch", "dent", "stain", "crack", "missing_hole"]
+    model = ep.models.load("yolov8n.yaml", num_classes=len(names))
+    teacher = deepcopy(model).eval()
+    objective = labeled_objective(model, SIZE)
+    assert isinstance(objective, UltralyticsObjective)
+    batch = collate([YoloDataset(tmp_path / "data", SIZE)[i] for i in range(4)])
+    model.train()
+    first, parts = objective(model, batch)
+    assert set(parts) == {"box", "cls", "dfl"} and torch.isfinite(first)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for _ in range(8):
+        opt.zero_grad()
+        loss, _ = objective(model, batch)
+        loss.backward()
+        opt.step()
+    assert objective(model, batch)[0].item() < first.item()
+
+    tuned = LabeledFinetune(tmp_path / "data", SIZE, batch_size=4, bn_recalibrate=0)(model, 2)
+    assert tuned(torch.rand(1, 3, SIZE, SIZE)).shape[-1] == 4 + len(names)
+    student = ep.prune(deepcopy(teacher), torch.rand(1, 3, SIZE, SIZE), sparsity=0.25,
+                       exclude=teacher.prune_exclude)
+    distill = DistillFinetune(teacher, tmp_path / "data" / "images", SIZE, batch_size=4, bn_recalibrate=0)
+    out = distill(student, 3)
+    hist = distill.last_trainer.history
+    assert out.output_layout == "cxcywh_cls" and len(hist) == 3
+    assert all(h["cls"] >= 0 and h["box"] >= 0 for h in hist) and any(h["box"] > 0 for h in hist)
