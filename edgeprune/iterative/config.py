@@ -4,6 +4,7 @@
 model: {builtin: yolov7_tiny, num_classes: 5, weights: best.pt}   # or: model: demo
                                                                    # or: {python: "pkg.mod:factory"}
                                   # (a module next to this file is found without PYTHONPATH)
+                                                                   # or: model: best.pt (ep.models.load)
 data: {train: data/train, val: data/val, img_size: 320}
 evaluator: {kind: detection, settings: {}}          # or kind: fidelity (vs the unpruned model)
 finetune: {kind: labeled, steps: 100, lr: 0.0005, batch: 16, settings: {}}   # or kind: distill
@@ -34,7 +35,7 @@ from typing import Any, Callable
 from edgeprune.errors import InvalidConfigError
 
 _SECTIONS = {
-    "model": {"builtin", "num_classes", "names", "python", "weights", "kwargs"},
+    "model": {"builtin", "num_classes", "names", "python", "weights", "kwargs", "path"},
     "data": {"train", "val", "img_size"},
     "evaluator": {"kind", "settings"},
     "finetune": {"kind", "steps", "lr", "batch", "settings"},
@@ -93,6 +94,8 @@ def validate(raw: Any, base: Path) -> PruneConfig:
             raise _fail(key, "is required")
     if raw["model"] == "demo":
         raw = {**raw, "model": {"builtin": "demo"}}
+    elif isinstance(raw["model"], str):  # a checkpoint or model YAML for ep.models.load
+        raw = {**raw, "model": {"path": raw["model"]}}
     for name, allowed in _SECTIONS.items():
         sec = raw.get(name)
         if sec is None:
@@ -103,9 +106,10 @@ def validate(raw: Any, base: Path) -> PruneConfig:
         if bad:
             raise _fail(f"{name}.{bad[0]}", f"unknown key; allowed: {sorted(allowed)}")
     m = raw["model"]
-    if ("builtin" in m) == ("python" in m):
-        raise _fail("model", "give exactly one of 'builtin' (yolov7, yolov7_tiny, demo) "
-                    "or 'python' (module:function)")
+    if sum(k in m for k in ("builtin", "python", "path")) != 1:
+        raise _fail("model", "give exactly one of 'builtin' (yolov7, yolov7_tiny, demo), "
+                    "'python' (module:function) or 'path' (a checkpoint: model: best.pt)")
+    _typed(m, "model", "path", (str,))
     if "builtin" in m and m["builtin"] not in _BUILTINS:
         raise _fail("model.builtin", f"unknown model {m['builtin']!r}; choose one of {list(_BUILTINS)}")
     if "python" in m and (not isinstance(m["python"], str) or ":" not in m["python"]):
@@ -230,12 +234,22 @@ def model_factory(cfg: PruneConfig) -> Callable[[], Any]:
     weights = cfg.path(m["weights"]) if m.get("weights") else None
     if weights is not None and not weights.is_file():
         raise _fail("model.weights", f"file {weights} not found")
+    model_path: Any = None
+    if m.get("path"):
+        model_path = cfg.path(m["path"])
+        if not model_path.is_file():
+            bare = "/" not in m["path"] and model_path.suffix in (".yaml", ".yml")
+            if not bare:  # a bare *.yaml name is one Ultralytics ships (yolov8n.yaml)
+                raise _fail("model.path", f"file {model_path} not found")
+            model_path = m["path"]
 
     def build() -> Any:
         import edgeprune.models as models
 
         if m.get("builtin") == "demo":
             model = models.demo_model()
+        elif "path" in m:
+            model = models.load(model_path, num_classes=m.get("num_classes"))
         elif "builtin" in m:
             kwargs = {"num_classes": m.get("num_classes", 80), **(m.get("kwargs") or {})}
             if m.get("names"):

@@ -263,7 +263,8 @@ def _iteration(run: _Run, i: int) -> dict | None:
          + ", ".join(f"{g}@{r:g}" for g, r in chosen.items()))
 
     t0 = time.perf_counter()
-    graph = trace(current, run.example_inputs)
+    # a model may name groups it must keep (e.g. Ultralytics' DFL box outputs): prune_exclude
+    graph = trace(current, run.example_inputs, exclude=getattr(current, "prune_exclude", ()))
     step = plan(graph, rates=chosen, criterion=run.criterion,
                 round_to=int(sel.get("plan_round_to", run.round_to)))
     cumulative = PruningPlan.from_json(prev_plan_json).then(step)

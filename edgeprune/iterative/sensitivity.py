@@ -207,7 +207,7 @@ def sensitivity(
     if not isinstance(round_to, int) or round_to < 1:
         raise InvalidConfigError(f"round_to must be a positive integer, got {round_to!r}")
     model = copy.deepcopy(model).eval()  # never touch the caller's model (mode included)
-    graph = trace(model, example_inputs)
+    graph = trace(model, example_inputs, exclude=getattr(model, "prune_exclude", ()))
     prunable = [g for g in graph.groups if g.prunable]
     if groups is not None:
         known = {g.id for g in prunable}

@@ -118,3 +118,21 @@ def test_other_files_get_a_clear_error(tmp_path):
     torch.save({"m": torch.nn.Linear(2, 2)}, tmp_path / "lin.pt")
     with pytest.raises(InvalidModelError, match="Linear"):
         ep.models.load(tmp_path / "lin.pt")
+
+
+def test_prune_config_accepts_model_path(tmp_path):
+    from edgeprune.iterative.config import model_factory, validate
+
+    official.save_official(official.official_checkpoint(official.official_model(True, nc=2), stripped=True),
+                           tmp_path / "best.pt")
+    for d in ("train", "val"):
+        (tmp_path / d).mkdir()
+    raw = {"model": "best.pt", "data": {"train": "train", "val": "val", "img_size": 64},
+           "evaluator": {"kind": "detection"}, "finetune": {"kind": "labeled"}, "targets": {"iterations": 1},
+           "run_dir": "run"}
+    model = model_factory(validate(raw, tmp_path))()
+    assert isinstance(model, ep.models.Detector) and model.names == ["item0", "item1"]
+    with pytest.raises(ep.errors.InvalidConfigError, match="model.path"):
+        model_factory(validate({**raw, "model": "other.pt"}, tmp_path))
+    with pytest.raises(ep.errors.InvalidConfigError, match="exactly one"):
+        validate({**raw, "model": {"path": "best.pt", "builtin": "yolov7"}}, tmp_path)
