@@ -118,17 +118,27 @@ def read_data_yaml(path: str | os.PathLike) -> dict[str, Any]:
     return {"root": root.resolve(), "names": names, "cfg": cfg, "yaml": path}
 
 
+def _inside(p: Path, root: Path, where: str) -> Path:
+    """``p`` (relative to ``root``) if it stays inside the dataset root, symlinks resolved; else an error."""
+    full = p if p.is_absolute() else root / p
+    try:
+        full.resolve().relative_to(root.resolve())
+    except ValueError:
+        raise InvalidDataError(f"{where}: '{p}' is outside the dataset root {root} (set 'path' to a folder "
+                               f"holding every split)") from None
+    return full
+
+
 def _images_of(entry: Any, root: Path, where: str) -> list[Path]:
     """Images of one split entry: a folder, a .txt list of images, an image file, or a list of those."""
     if isinstance(entry, (list, tuple)):
         return [p for e in entry for p in _images_of(e, root, where)]
-    p = Path(str(entry))
-    p = p if p.is_absolute() else root / p
+    p = _inside(Path(str(entry)), root, where)
     if p.is_dir():
         return find_images(p)
     if p.suffix.lower() == ".txt" and p.is_file():
         lines = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
-        return [Path(ln) if Path(ln).is_absolute() else (root / ln) for ln in lines]
+        return [_inside(Path(ln), root, f"{where} ({p.name})") for ln in lines]
     if p.suffix.lower() in IMG_EXTS and p.is_file():
         return [p]
     raise InvalidDataError(f"{where}: split entry '{entry}' is not a folder, image list or image ({p})")

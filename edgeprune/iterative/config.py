@@ -5,7 +5,8 @@ model: {builtin: yolov7_tiny, num_classes: 5, weights: best.pt}   # or: model: d
                                                                    # or: {python: "pkg.mod:factory"}
                                   # (a module next to this file is found without PYTHONPATH)
                                                                    # or: model: best.pt (ep.models.load)
-data: {train: data/train, val: data/val, img_size: 320}
+data: {train: data/train, val: data/val, img_size: 320}   # or {yaml: data.yaml, img_size: 320}:
+                                                # an Ultralytics-style data YAML (path, train, val, names)
 evaluator: {kind: detection, settings: {}}          # or kind: fidelity (vs the unpruned model)
 finetune: {kind: labeled, steps: 100, lr: 0.0005, batch: 16, settings: {}}   # or kind: distill
 targets: {iterations: 5, param_sparsity: null, flops_sparsity: null, metric_floor: null}
@@ -36,7 +37,7 @@ from edgeprune.errors import InvalidConfigError
 
 _SECTIONS = {
     "model": {"builtin", "num_classes", "names", "python", "weights", "kwargs", "path"},
-    "data": {"train", "val", "img_size"},
+    "data": {"train", "val", "img_size", "yaml"},
     "evaluator": {"kind", "settings"},
     "finetune": {"kind", "steps", "lr", "batch", "settings"},
     "targets": {"iterations", "param_sparsity", "flops_sparsity", "metric_floor"},
@@ -96,6 +97,8 @@ def validate(raw: Any, base: Path) -> PruneConfig:
         raw = {**raw, "model": {"builtin": "demo"}}
     elif isinstance(raw["model"], str):  # a checkpoint or model YAML for ep.models.load
         raw = {**raw, "model": {"path": raw["model"]}}
+    if isinstance(raw["data"], str):  # data: data.yaml
+        raw = {**raw, "data": {"yaml": raw["data"]}}
     for name, allowed in _SECTIONS.items():
         sec = raw.get(name)
         if sec is None:
@@ -125,7 +128,15 @@ def validate(raw: Any, base: Path) -> PruneConfig:
         raise _fail("evaluator.kind", f"expected 'detection' or 'fidelity', got {ev.get('kind')!r}")
     if ft.get("kind") not in ("labeled", "distill"):
         raise _fail("finetune.kind", f"expected 'labeled' or 'distill', got {ft.get('kind')!r}")
-    for key in ("train", "val"):  # train feeds fine-tuning, val the evaluator
+    if "yaml" in d:
+        if not isinstance(d["yaml"], str) or not (base / Path(d["yaml"]).expanduser()).is_file():
+            raise _fail("data.yaml", f"file {d['yaml']!r} not found (relative to {base})")
+        if "train" in d or "val" in d:
+            raise _fail("data", "give either 'yaml' (its train and val splits) or 'train' and 'val' folders")
+        if raw["finetune"].get("kind") == "distill" or raw["evaluator"].get("kind") == "fidelity":
+            raise _fail("data.yaml", "distillation and fidelity read image folders: give data.train and "
+                        "data.val folders instead")
+    for key in ("train", "val") if "yaml" not in d else ():  # train feeds fine-tuning, val the evaluator
         if not isinstance(d.get(key), str):
             raise _fail(f"data.{key}", "is required (a folder path)")
         folder = Path(d[key]).expanduser()
@@ -298,7 +309,7 @@ def build_evaluator(cfg: PruneConfig, teacher: Any, size: int) -> Any:
 
     ev, data = cfg.section("evaluator"), cfg.section("data")
     settings = dict(ev.get("settings") or {})
-    val = cfg.path(data["val"])
+    val = cfg.path(data["yaml"] if "yaml" in data else data["val"])  # a data YAML: its val split
     try:
         if ev["kind"] == "detection":
             return evaluation.DetectionEvaluator(val, size, **settings)
@@ -318,7 +329,7 @@ def build_finetune(cfg: PruneConfig, teacher: Any, size: int) -> Any:
         kwargs["lr"] = float(ft["lr"])
     if ft.get("batch") is not None:
         kwargs["batch_size"] = int(ft["batch"])
-    train = cfg.path(data["train"])
+    train = cfg.path(data["yaml"] if "yaml" in data else data["train"])  # a data YAML: its train split
     try:
         if ft["kind"] == "labeled":
             return training.LabeledFinetune(train, size, **kwargs)

@@ -92,7 +92,9 @@ class LabeledFinetune:
 
         config = make_config(steps, **self.cfg)
         if isinstance(self.data_dir, Path):
-            dataset = YoloDataset(self.data_dir, self.img_size, augment=self.augment, seed=config.seed)
+            split = "train" if self.data_dir.suffix.lower() in (".yaml", ".yml") else None  # a data YAML
+            dataset = YoloDataset(self.data_dir, self.img_size, augment=self.augment, seed=config.seed,
+                                  split=split)
         else:  # a copy: the caller's dataset keeps its own augment flag and random stream
             dataset = copy.copy(self.data_dir)
             dataset.augment, dataset._rng = self.augment, np.random.default_rng(config.seed)
