@@ -83,7 +83,7 @@ def validate(raw: Any, base: Path) -> SweepConfig:
         except BundleError as e:
             raise InvalidConfigError(str(e)) from None
     if raw.get("evaluate_pick") and "data" not in raw["evaluate_pick"]:
-        raise _fail("evaluate_pick.data", "is required (a YOLO-format dataset folder)")
+        raise _fail("evaluate_pick.data", "is required (a YOLO-format dataset folder or data YAML)")
     if raw.get("refine") is not None and not isinstance(raw["refine"], bool):
         raise _fail("refine", f"must be true or false, got {raw['refine']!r}")
     if raw.get("latency_cache") is not None and not isinstance(raw["latency_cache"], str):
@@ -149,4 +149,6 @@ class DatasetPickEvaluator:
         from edgeprune.evaluation.detection import evaluate_predictions
 
         ds = YoloDataset(self.data, self.img_size)
-        return evaluate_predictions(ds, bundle_predict_fn(detector), batch_size=1, max_images=self.max_images)
+        layout = detector.io.output_layout if hasattr(detector, "io") else "cxcywh_obj_cls"
+        return evaluate_predictions(ds, bundle_predict_fn(detector), batch_size=1, max_images=self.max_images,
+                                    layout=layout)
