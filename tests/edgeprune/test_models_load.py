@@ -9,12 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
+import yolov7_format as official
 
-sys.path.insert(0, str(Path(__file__).parent))
-import yolov7_format as official  # noqa: E402
-
-import edgeprune as ep  # noqa: E402
-from edgeprune.errors import InvalidModelError  # noqa: E402
+import edgeprune as ep
+from edgeprune.errors import InvalidModelError
 
 X = torch.rand(2, 3, 96, 128, generator=torch.Generator().manual_seed(1))
 
