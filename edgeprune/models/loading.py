@@ -1,6 +1,6 @@
 """``ep.models.load(path)``: a user's detector checkpoint as an ``nn.Module`` edgeprune can prune.
 
-The globals the file's pickle names are read first (nothing executed) to tell what it is:
+The file's pickle is first scanned (nothing executed) to tell what it is:
 - an official YOLOv7 / YOLOv7-tiny training checkpoint -> edgeprune's built-in model, weights mapped
   one to one, read with a restricted unpickler (no code in the file runs);
 - an Ultralytics checkpoint (YOLOv5u, YOLOv8, YOLO11 detect) or model YAML -> Ultralytics' own
@@ -16,7 +16,7 @@ from pathlib import Path
 from torch import nn
 
 from edgeprune.errors import InvalidModelError
-from edgeprune.models.pickle_scan import checkpoint_globals
+from edgeprune.models.pickle_scan import data_pickle, pickle_globals
 
 SUPPORTED = ("official YOLOv7/YOLOv7-tiny training checkpoints (best.pt/last.pt), Ultralytics YOLOv5u/YOLOv8/"
              "YOLO11 detection checkpoints and model YAMLs (extra 'ultralytics')")
@@ -29,7 +29,7 @@ def checkpoint_kind(path: str | os.PathLike) -> str:
     p = Path(path)
     if p.suffix.lower() in (".yaml", ".yml"):
         return "ultralytics-yaml"  # a file, or a name Ultralytics ships (yolov8n.yaml): never downloaded
-    found = checkpoint_globals(p)
+    found = pickle_globals(data_pickle(p))
     if is_official_yolov7(found):
         extra = unknown_globals(found)
         if extra:
@@ -40,7 +40,12 @@ def checkpoint_kind(path: str | os.PathLike) -> str:
         return "yolov7-official"
     if any(g.startswith("ultralytics.") for g in found):
         return "ultralytics"
-    classes = sorted(found)  # only globals outside torch's tensor/plain-data allow-list
+    plain = ("torch._utils.", "torch.nn.parameter.", "torch.storage.", "collections.", "_codecs.",
+             "builtins.",
+             "__builtin__.")
+    # top-level torch names are storages, dtypes, torch.device / torch.Size: tensor data, not classes
+    classes = sorted(g for g in found if not g.startswith(plain) and not (g.startswith("torch.")
+                                                                       and g.count(".") == 1))
     what = (f"objects of {classes[:6]}" if classes
             else "plain tensors (a state dict without the model's structure)")
     raise InvalidModelError(f"{p} holds {what}; edgeprune loads {SUPPORTED}")
