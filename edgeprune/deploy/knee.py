@@ -15,8 +15,10 @@ candidate is eligible.
 
 Eligibility is the accuracy floor: a candidate whose metric is below ``accuracy_floor`` (absolute),
 or below ``accuracy_floor_rel`` x the unpruned (least sparse) candidate's metric, is not eligible
-and neither chosen nor used as a reference. A candidate without a metric is eligible only when
-no floor is set.
+and neither chosen nor used as a reference. When a candidate carries a confidence interval of its
+metric (``metric_interval``, a bootstrap over validation images), the floor compares against the
+interval: only a candidate whose whole interval lies below the floor (measurably below) is excluded.
+A candidate without a metric is eligible only when no floor is set.
 
 Inversions (``find_inversions``): a candidate slower than a less sparse one beyond the measured
 noise (and beyond ``margin`` x the faster median), or slower than the unpruned model. Latency is a
@@ -48,6 +50,7 @@ class KneePoint:
     sparsity: float
     samples_ms: Sequence[float]
     metric: float | None = None
+    metric_interval: tuple[float, float] | None = None  # (low, high) of the metric, if measured
 
     @property
     def median_ms(self) -> float:
@@ -142,7 +145,9 @@ def _eligibility(
             eligible.append(False)
             why.append("no accuracy metric while an accuracy floor is set")
             continue
-        fails = [f"{p.metric:.4f} < {v:.4f} ({name})" for name, v in thresholds if p.metric < v]
+        top = p.metric if p.metric_interval is None else float(p.metric_interval[1])
+        shown = f"{p.metric:.4f}" + ("" if p.metric_interval is None else f" (interval up to {top:.4f})")
+        fails = [f"{shown} < {v:.4f} ({name})" for name, v in thresholds if top < v]
         eligible.append(not fails)
         why.append("accuracy " + "; ".join(fails) if fails else "")
     return eligible, why

@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from edgeprune.deploy.accuracy import accuracy_lines, interval_of, metric_cell
 from edgeprune.deploy.predicted import prediction_line
 from edgeprune.deploy.refine import refinement_lines
 from edgeprune.runtimes.fileio import atomic_write_bytes, atomic_write_text, write_json
@@ -60,6 +61,7 @@ def target_rows(res, tr) -> list[dict]:
                 "params": c.params,
                 "gflops": c.flops / 1e9 if c.flops else None,
                 "metric": c.metric,
+                "metric_interval": interval_of(c.metrics, c.primary),
                 "primary": c.primary,
                 "median_ms": s.median_ms,
                 "p10_ms": s.p10_ms,
@@ -107,7 +109,7 @@ def markdown_table(res, tr) -> str:
             f"{r['param_sparsity']:.1%}",
             _fmt(r["params"] and r["params"] / 1e6, ".3f"),
             _fmt(r["gflops"], ".2f"),
-            _fmt(r["metric"], ".4f"),
+            metric_cell(r["metric"], r.get("metric_interval")),
             f"{r['median_ms']:.3f}",
             *([_fmt(r["predicted_ms"], ".3f")] if "predicted ms" in head else []),
             f"{r['p90_ms']:.3f}",
@@ -362,6 +364,7 @@ def report_dict(res) -> dict:
                 "pick_accuracy": tr.pick_accuracy,
                 "latency_model": getattr(tr, "prediction", None),
                 "refinement": getattr(tr, "refined", None),
+                "recovery": getattr(tr, "recovery", None),
             }
             for name, tr in res.targets.items()
         },
@@ -434,6 +437,7 @@ def write_report(res) -> dict:
             "",
             f"Knee (tau = {tr.knee.tau:g}): {tr.knee.reason}.",
             "",
+            *accuracy_lines(res, tr),
         ]
         line = prediction_line(tr)
         if line:

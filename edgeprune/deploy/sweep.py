@@ -71,6 +71,12 @@ class Candidate:
         return None
 
 
+def metric_interval(c: Candidate) -> tuple[float, float] | None:
+    """The bootstrap interval of the candidate's primary metric, when its evaluator measured one."""
+    lo, hi = (c.metrics.get(f"{c.primary}_{end}") for end in ("low", "high"))
+    return None if lo is None or hi is None else (float(lo), float(hi))
+
+
 @dataclass
 class TargetResult:
     """One target's measurement, knee and pick."""
@@ -85,6 +91,7 @@ class TargetResult:
     predicted: dict[str, float | None] = field(default_factory=dict)  # latency model, per candidate (ms)
     prediction: dict | None = None  # its accuracy against the measured medians
     refined: dict | None = None  # knee refinement between the two coarse candidates around the knee
+    recovery: dict | None = None  # the pick's recovery fine-tune (before/after), when one ran
 
 
 @dataclass
@@ -325,7 +332,8 @@ def _knee_for(
 ) -> tuple[dict[str, LatencyStats], KneeResult]:
     stats = {cid: LatencyStats.from_dict(v["stats"]) for cid, v in rec["candidates"].items()}
     pts = [
-        KneePoint(c.id, c.sparsity, stats[c.id].samples_ms or [stats[c.id].median_ms], c.metric)
+        KneePoint(c.id, c.sparsity, stats[c.id].samples_ms or [stats[c.id].median_ms], c.metric,
+                  metric_interval(c))
         for c in cands
     ]
     return stats, select_knee(pts, tau=tau, accuracy_floor=floor, accuracy_floor_rel=floor_rel)
@@ -365,6 +373,7 @@ def sweep(
     latency_models: dict | None = None,
     latency_cache: str | Path | None = None,
     refine: bool = False,
+    recovery: Callable[[Candidate], Any] | None = None,
 ) -> SweepResult:
     """Export, compile and profile every candidate on every target; knee, bundle and report per target.
 
@@ -378,6 +387,7 @@ def sweep(
     ``latency_models`` ({target name: LatencyModel}) or ``latency_cache`` (a folder: one model is built
     per target from ``model_factory``) put each candidate's predicted latency beside its measurement.
     ``refine`` measures interpolated one-shot plans between the two candidates around each knee.
+    ``recovery`` fine-tunes each pick before bundling (``edgeprune.deploy.recovery.recovery_hook``).
     """
     from tqdm.auto import tqdm
 
@@ -449,7 +459,7 @@ def sweep(
     if bundles:
         from edgeprune.deploy.picks import bundle_picks
 
-        bundle_picks(res, evaluator=evaluator, postprocess=postprocess)
+        bundle_picks(res, evaluator=evaluator, postprocess=postprocess, recovery=recovery)
     if report:
         from edgeprune.deploy.report import write_report
 

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Subset
 
 from edgeprune.data.base import DetectionDataset, collate
 from edgeprune.data.folder import as_dataset
-from edgeprune.errors import InvalidModelError
+from edgeprune.errors import InvalidConfigError, InvalidModelError
 from edgeprune.evaluation.coco import GroundTruth, coco_map
 from edgeprune.runtimes.model_io import LAYOUTS
 from edgeprune.runtimes.postprocess import Detections, postprocess
@@ -148,7 +148,13 @@ def labels_fingerprint(dataset: DetectionDataset) -> str:
 
 
 class DetectionEvaluator:
-    """mAP50-95 / mAP50 of a model on a labeled dataset (YOLO folder, data.yaml or dataset instance)."""
+    """mAP50-95 / mAP50 of a model on a labeled dataset (YOLO folder, data.yaml or dataset instance).
+
+    With ``bootstrap=N`` (replicates over images, e.g. 1000) the metrics also hold the percentile
+    interval of mAP50-95 as ``mAP50-95_low`` / ``mAP50-95_high`` (``confidence``, default 95 %), and
+    ``last_matches`` keeps the per-image matching of the last call for paired comparisons
+    (``edgeprune.evaluation.bootstrap.paired_difference``).
+    """
 
     primary = "mAP50-95"
 
@@ -163,11 +169,21 @@ class DetectionEvaluator:
         max_det: int = 300,
         per_class: bool = False,
         output_layout: str = DEFAULT_LAYOUT,
+        bootstrap: int = 0,
+        confidence: float = 0.95,
+        cache_images: bool = False,
     ) -> None:
+        if bootstrap < 0 or not 0 < confidence < 1:
+            raise InvalidConfigError(f"bootstrap must be >= 0 and confidence in (0, 1), got {bootstrap}, "
+                                     f"{confidence}")
         # the layout of the predictions; a model with an ``output_layout`` attribute sets it when called
         self.output_layout = output_layout
         self.img_size = _as_hw(img_size)
         self.dataset = as_dataset(data, self.img_size, labeled=True)
+        # evaluating many candidates on the same images: decode each image once (memory: S*S*3 bytes each)
+        self.dataset.cache = bool(cache_images) or getattr(self.dataset, "cache", False)
+        self.bootstrap, self.confidence = int(bootstrap), float(confidence)
+        self.last_matches = None
         self.source = str(getattr(self.dataset, "source", data))
         self.batch_size = int(batch_size)
         self.conf_thres, self.iou_thres = float(conf_thres), float(iou_thres)
@@ -181,9 +197,17 @@ class DetectionEvaluator:
 
     def evaluate_fn(self, predict_fn: PredictFn) -> dict[str, float]:
         """The same metrics for a numpy predictor (an exported or compiled candidate)."""
-        return evaluate_predictions(self.dataset, predict_fn, self.batch_size, self.conf_thres,
-                                    self.iou_thres, self.max_det, self.max_images, self.per_class,
-                                    layout=self.output_layout)
+        gts, preds = collect(self.dataset, predict_fn, self.batch_size, self.conf_thres, self.iou_thres,
+                             self.max_det, self.max_images, layout=self.output_layout)
+        ds = self.dataset
+        metrics = coco_map(gts, preds, ds.num_classes, ds.names, self.max_det, self.per_class)
+        if self.bootstrap:
+            from edgeprune.evaluation.bootstrap import map_interval, match_images
+
+            self.last_matches = match_images(gts, preds, ds.num_classes, self.max_det)
+            iv = map_interval(self.last_matches, "mAP50-95", self.bootstrap, self.confidence)
+            metrics[f"{self.primary}_low"], metrics[f"{self.primary}_high"] = iv.low, iv.high
+        return metrics
 
     def settings(self) -> dict:
         if self._fingerprint is None:
@@ -191,4 +215,5 @@ class DetectionEvaluator:
         n = len(self.dataset) if not self.max_images else min(len(self.dataset), int(self.max_images))
         return {"kind": "detection", "data": self.source, "labels_sha256": self._fingerprint, "n_images": n,
                 "img_size": list(self.img_size), "conf_thres": self.conf_thres, "iou_thres": self.iou_thres,
-                "max_det": self.max_det}
+                "max_det": self.max_det,
+                **({"bootstrap": self.bootstrap, "confidence": self.confidence} if self.bootstrap else {})}
