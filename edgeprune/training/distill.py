@@ -76,9 +76,13 @@ class DistillObjective:
             lbox, lcls = anchor_free_distill(s_out, t_out, int(self.teacher.detect.reg_max), self.eps)
             loss = self.w_box * lbox + self.w_cls * lcls
             return loss, {"box": float(lbox.detach()), "obj": 0.0, "cls": float(lcls.detach())}
+        return self.loss(s_out, t_out)
+
+    def loss(self, s_out, t_out: list[torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        """The loss between the student's raw outputs ``s_out`` and the teacher's ``t_out``."""
         if not isinstance(s_out, (list, tuple)) or len(s_out) != len(t_out):
             raise InvalidModelError("the student must return one raw output per level in train mode")
-        lbox = lobj = lcls = images.new_zeros(())
+        lbox = lobj = lcls = t_out[0].new_zeros(())
         for s, t in zip(s_out, t_out):
             if s.shape != t.shape:
                 raise InvalidModelError(f"student output {tuple(s.shape)} != teacher output {tuple(t.shape)}")

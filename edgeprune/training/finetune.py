@@ -3,7 +3,9 @@
 Any callable with that signature works. Built-ins:
 
 * ``LabeledFinetune(data_dir, img_size, ...)``: the family's own loss on a labeled YOLO dataset
-  (YOLOv7's; Ultralytics' ``v8DetectionLoss`` for Ultralytics models).
+  (YOLOv7's; Ultralytics' ``v8DetectionLoss`` for Ultralytics models); with ``teacher=`` (the
+  unpruned model) the distillation loss is added with weight ``distill`` (YOLOv7-layout heads;
+  ``benchmarks/bench_recovery.py`` compares labels, distillation and both on the demo).
 * ``DistillFinetune(teacher, images_dir, img_size, ...)``: match the unpruned teacher on unlabeled
   images (see ``edgeprune.training.distill``).
 
@@ -43,24 +45,45 @@ def make_config(steps: int | None = None, **kwargs: Any) -> TrainConfig:
 
 
 class LabeledObjective:
-    """``objective(model, (images, targets, ...)) -> (loss, parts)`` with the YOLOv7 loss."""
+    """``objective(model, (images, targets, ...)) -> (loss, parts)`` with the YOLOv7 loss.
 
-    def __init__(self, model: nn.Module, img_size: int, hyp: LossHyp | None = None) -> None:
+    With a ``teacher``, ``distill`` x the distillation loss (``DistillObjective``) is added; the
+    student's forward pass is shared by both terms.
+    """
+
+    def __init__(self, model: nn.Module, img_size: int, hyp: LossHyp | None = None,
+                 teacher: nn.Module | None = None, distill: float = 1.0) -> None:
         self.loss = YoloLoss(model, img_size=img_size, hyp=hyp)
+        self.distill = DistillObjective(teacher) if teacher is not None and distill > 0 else None
+        self.w_distill = float(distill)
 
     def __call__(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
-        """Forward the images in train mode and score them against the targets."""
+        """Forward the images in train mode and score them against the targets (and the teacher)."""
         images, targets = batch[0], batch[1]
-        return self.loss(model(images), targets)
+        out = model(images)
+        loss, parts = self.loss(out, targets)
+        if self.distill is None:
+            return loss, parts
+        from edgeprune.training.distill import raw_head_outputs
+
+        kd, kd_parts = self.distill.loss(out, raw_head_outputs(self.distill.teacher, images))
+        # YoloLoss scales its sum by the batch size; match that so `distill` is a plain ratio
+        kd = kd * images.shape[0]
+        parts = {**parts, **{f"kd_{k}": v for k, v in kd_parts.items()}}
+        return loss + self.w_distill * kd, parts
 
 
-def labeled_objective(model: nn.Module, img_size: int, hyp: LossHyp | None = None) -> Any:
+def labeled_objective(model: nn.Module, img_size: int, hyp: LossHyp | None = None,
+                      teacher: nn.Module | None = None, distill: float = 0.0) -> Any:
     """The family's own loss: YOLOv7's for anchor-based heads, Ultralytics' for ``cxcywh_cls`` models."""
     if getattr(model, "output_layout", None) == "cxcywh_cls":
+        if teacher is not None and distill > 0:
+            raise InvalidConfigError("labels + distillation (distill > 0) is available for YOLOv7-layout "
+                                     "heads; use DistillFinetune or distill=0 for Ultralytics models")
         from edgeprune.training.ultralytics_objectives import UltralyticsObjective
 
         return UltralyticsObjective(model)
-    return LabeledObjective(model, img_size, hyp)
+    return LabeledObjective(model, img_size, hyp, teacher, distill)
 
 
 class LabeledFinetune:
@@ -75,6 +98,9 @@ class LabeledFinetune:
         lr: float = 5e-4,
         augment: bool = True,
         hyp: LossHyp | None = None,
+        teacher: nn.Module | None = None,
+        distill: float = 1.0,
+        cache_images: bool = True,
         **cfg: Any,
     ) -> None:
         self.data_dir = data_dir if hasattr(data_dir, "samples") else Path(data_dir)  # dataset or path
@@ -82,26 +108,39 @@ class LabeledFinetune:
         if hasattr(data_dir, "samples") and tuple(data_dir.img_size) != (self.img_size, self.img_size):
             raise InvalidConfigError(f"the dataset letterboxes to {tuple(data_dir.img_size)} but img_size is "
                                      f"{self.img_size}; build it with the same img_size")
+        if distill < 0:
+            raise InvalidConfigError(f"distill (the distillation loss weight) must be >= 0, got {distill}")
+        self.teacher, self.distill, self.cache_images = teacher, float(distill), bool(cache_images)
+        self._dataset = None
         self.cfg = {"batch_size": batch_size, "lr": lr, "ema": False, "bn_recalibrate": 16, **cfg}
         make_config(**self.cfg).validate()  # fail early on bad settings
         self.last_trainer: Trainer | None = None
 
     def __call__(self, model: nn.Module, steps: int) -> nn.Module:
         """Train ``model`` for ``steps`` optimizer steps; returns it in eval mode."""
-        from edgeprune.data import YoloDataset, collate
-
-        config = make_config(steps, **self.cfg)
-        if isinstance(self.data_dir, Path):
-            split = "train" if self.data_dir.suffix.lower() in (".yaml", ".yml") else None  # a data YAML
-            dataset = YoloDataset(self.data_dir, self.img_size, augment=self.augment, seed=config.seed,
-                                  split=split)
-        else:  # a copy: the caller's dataset keeps its own augment flag and random stream
-            dataset = copy.copy(self.data_dir)
-            dataset.augment, dataset._rng = self.augment, np.random.default_rng(config.seed)
-        objective = labeled_objective(model, self.img_size, self.hyp)
-        trainer = Trainer(model, objective, dataset, config, collate_fn=collate)
+        trainer = self.make_trainer(model, steps)
         self.last_trainer = trainer
         return trainer.train(steps).eval()
+
+    def make_trainer(self, model: nn.Module, steps: int, **overrides: Any) -> Trainer:
+        """The ``Trainer`` a call would use (``overrides``: TrainConfig fields, e.g. ckpt_dir, resume)."""
+        from edgeprune.data import YoloDataset, collate
+
+        config = make_config(steps, **{**self.cfg, **overrides})
+        if not isinstance(self.data_dir, Path):  # a copy: the caller's dataset keeps its augment and RNG
+            dataset = copy.copy(self.data_dir)
+            dataset.augment, dataset._rng = self.augment, np.random.default_rng(config.seed)
+        else:
+            if self._dataset is None or not self.cache_images:
+                # one dataset across calls: its decoded, letterboxed images are cached (augmentation
+                # is applied after the cache, so every epoch still sees fresh flips and colour jitter)
+                split = "train" if self.data_dir.suffix.lower() in (".yaml", ".yml") else None  # a data YAML
+                self._dataset = YoloDataset(self.data_dir, self.img_size, augment=self.augment,
+                                            seed=config.seed, split=split, cache=self.cache_images)
+            dataset = self._dataset
+        teacher = self.teacher.to(config.device).eval() if self.teacher is not None else None
+        objective = labeled_objective(model, self.img_size, self.hyp, teacher, self.distill)
+        return Trainer(model, objective, dataset, config, collate_fn=collate)
 
     def settings(self) -> dict:
         """JSON-able description (for cache keys and reports)."""
@@ -111,8 +150,14 @@ class LabeledFinetune:
             from edgeprune.evaluation.detection import labels_fingerprint
 
             data = f"{type(self.data_dir).__name__}:{labels_fingerprint(self.data_dir)}"
-        return {"kind": "labeled", "data_dir": data, "img_size": self.img_size,
-                "augment": self.augment, **{k: v for k, v in self.cfg.items() if k != "device"}}
+        out = {"kind": "labeled", "data_dir": data, "img_size": self.img_size,
+               "augment": self.augment, **{k: v for k, v in self.cfg.items() if k != "device"}}
+        if self.teacher is not None and self.distill > 0:
+            from edgeprune.evaluation.fidelity import model_fingerprint
+
+            out.update(kind="labeled+distill", distill=self.distill,
+                       teacher_sha256=model_fingerprint(self.teacher))
+        return out
 
 
 class DistillFinetune:
@@ -140,16 +185,20 @@ class DistillFinetune:
 
     def __call__(self, model: nn.Module, steps: int) -> nn.Module:
         """Distill into ``model`` for ``steps`` optimizer steps; returns it in eval mode."""
-        config = make_config(steps, **self.cfg)
+        trainer = self.make_trainer(model, steps)
+        self.last_trainer = trainer
+        return trainer.train(steps).eval()
+
+    def make_trainer(self, model: nn.Module, steps: int, **overrides: Any) -> Trainer:
+        """The ``Trainer`` a call would use (``overrides``: TrainConfig fields, e.g. ckpt_dir, resume)."""
+        config = make_config(steps, **{**self.cfg, **overrides})
         teacher = self.teacher.to(config.device)
         from edgeprune.data import ImageFolder, collate
 
         # teacher and student see the same augmented image, so flips and colour jitter are free extra data
         dataset = ImageFolder(self.images_dir, self.img_size, augment=self.augment, seed=config.seed)
         objective = DistillObjective(teacher, **self.weights)
-        trainer = Trainer(model, objective, dataset, config, collate_fn=collate)
-        self.last_trainer = trainer
-        return trainer.train(steps).eval()
+        return Trainer(model, objective, dataset, config, collate_fn=collate)
 
     def settings(self) -> dict:
         """JSON-able description (for cache keys and reports)."""

@@ -56,6 +56,7 @@ class TrainConfig:
     amp: bool = True  # mixed precision, used on CUDA only
     grad_clip: float | None = 10.0
     bn_recalibrate: int = 0  # batches to re-estimate BatchNorm statistics on after training (0 = off)
+    channels_last: bool = False  # NHWC memory format for model and batches (benchmarks/bench_finetune.py)
     device: str = "cpu"
     ckpt_dir: str | None = None
     ckpt_every: int = 0  # 0 -> only at the end
@@ -182,6 +183,8 @@ class Trainer:
             raise InvalidConfigError("the model has no trainable parameters (all have requires_grad=False)")
         self.device = torch.device(self.cfg.device)
         self.model = model.to(self.device)
+        if self.cfg.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.objective = objective
         self.dataset = dataset
         self.collate_fn = collate_fn
@@ -244,6 +247,8 @@ class Trainer:
             batches = self._batches()
             while self.step < steps:
                 batch = _to_device(next(batches), self.device)
+                if self.cfg.channels_last and isinstance(batch, (list, tuple)) and batch[0].ndim == 4:
+                    batch = (batch[0].contiguous(memory_format=torch.channels_last), *batch[1:])
                 parts = self._train_step(batch, total)
                 self.history.append(parts)
                 if bar is not None:
