@@ -11,7 +11,8 @@ import sys
 from edgeprune._version import __version__
 from edgeprune.errors import EdgepruneError
 
-COMMANDS = ["demo", "doctor", "synth-data", "profile", "agent-pack", "prune", "sweep", "field-check"]
+COMMANDS = ["demo", "doctor", "synth-data", "profile", "agent-pack", "prune", "sweep", "field-check",
+            "finetune"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -44,10 +44,36 @@ def _pick_accuracy(res, tr, bundle: Path, cand, evaluator: Callable[[Any], dict]
     return acc
 
 
+def _recovered(res, tr, cand, recovery: Callable | None):
+    """The pick after its recovery fine-tune: (candidate, artifact, info), or None without recovery."""
+    if recovery is None:
+        return None
+    got = recovery(cand)
+    if got is None:
+        return None
+    rc, info = got
+    art = None
+    if rc is not cand and not tr.target.remote:
+        from edgeprune.deploy import sweep as sweep_mod
+
+        rt = sweep_mod.get_runtime(tr.target.runtime)
+        workdir = res.out_dir / "compiled" / tr.target.name / rc.id
+        art, _ = sweep_mod._compile_cached(rt, tr.target, rc, workdir)
+    elif rc is cand:
+        art = _artifact_for(tr, cand.id)
+    return rc, art, info
+
+
 def bundle_picks(
-    res, evaluator: Callable[[Any], dict] | None = None, postprocess: dict | None = None
+    res, evaluator: Callable[[Any], dict] | None = None, postprocess: dict | None = None,
+    recovery: Callable[[Any], Any] | None = None,
 ) -> None:
-    """Write ``bundles/<target>/`` for every target that has a knee; fills ``bundle``/``pick_accuracy``."""
+    """Write ``bundles/<target>/`` for every target that has a knee; fills ``bundle``/``pick_accuracy``.
+
+    ``recovery(candidate) -> (recovered candidate, info) | None`` fine-tunes the pick before it is
+    bundled (``edgeprune.deploy.recovery.recovery_hook``); the bundle then carries accuracy before and
+    after. The recovered model has the pick's architecture, so the pick's latency stands for it.
+    """
     by_id = {c.id: c for c in res.candidates}
     for name, tr in res.targets.items():
         if tr.knee.candidate_id is None:
@@ -62,6 +88,17 @@ def bundle_picks(
             "metrics": cand.metrics,
             "source": "candidate metrics.json (PyTorch evaluation)",
         }
+        rec = _recovered(res, tr, cand, recovery)
+        if rec is not None:
+            cand, art, info = rec[0], rec[1], rec[2]
+            tr.recovery = info
+            accuracy = {
+                "primary": cand.primary,
+                "metrics": info["after"],
+                "before_recovery": info["before"],
+                "recovery": {k: v for k, v in info.items() if k not in ("before", "after")},
+                "source": "PyTorch evaluation after the recovery fine-tune (before: the pick as pruned)",
+            }
         runtime = {
             "name": t.runtime,
             "version": tr.record.get("runtime_version") or env.get("runtime_version"),
@@ -83,6 +120,8 @@ def bundle_picks(
             "flops": cand.flops,
             "knee_reason": tr.knee.reason,
         }
+        if rec is not None:
+            model_info["latency_note"] = "measured on the pick before recovery (same architecture)"
         bundle = res.out_dir / "bundles" / name
 
         # `accuracy` is a dict that may gain the runtime-side measurement below; partial keeps the reference
