@@ -138,3 +138,13 @@ def test_other_inputs_are_refused_unless_fresh(tmp_path):
         RecoveryConfig(steps=0).validate()
     with pytest.raises(InvalidConfigError, match="make_trainer"):
         recover(run, 0, _factory, lambda m, s: m, _Scripted([0.1]), cfg, progress=False)
+
+
+def test_cli_finetune_names_missing_data(tmp_path, capsys):
+    from edgeprune.cli import main
+
+    run = tmp_path / "prune"
+    run.mkdir()
+    assert main(["finetune", str(run), "--candidate", "1", "--bootstrap", "0"]) == 1
+    err = capsys.readouterr().err
+    assert "--config" in err and "--train" in err
