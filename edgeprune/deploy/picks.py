@@ -54,8 +54,9 @@ def _recovered(res, tr, cand, recovery: Callable | None):
     rc, info = got
     art = None
     if rc is not cand and not tr.target.remote:
-        from edgeprune.deploy import sweep as sweep_mod
+        import importlib
 
+        sweep_mod = importlib.import_module("edgeprune.deploy.sweep")  # the module, not the function
         rt = sweep_mod.get_runtime(tr.target.runtime)
         workdir = res.out_dir / "compiled" / tr.target.name / rc.id
         art, _ = sweep_mod._compile_cached(rt, tr.target, rc, workdir)
