@@ -24,10 +24,16 @@ class DemoConfig:
 
     out_dir: Path = Path("demo_out")
     train_images: int = 160
-    val_images: int = 32
+    val_images: int = 200  # the fixed validation set: candidates and picks are scored on all of it
+    sensitivity_images: int = 32  # the many single-layer prunes of the sensitivity analysis: a subset
+    bootstrap: int = 1000  # replicates of the confidence interval over validation images
     iterations: int = 3
     finetune_steps: int = 90
     finetune_lr: float = 5e-4  # measured on the demo: 30 steps at 5e-4 kept more mAP than at 1e-4
+    distill: float = 1.0  # distillation from the unpruned model added to the labels (bench_recovery.py)
+    recovery_steps: int = 60  # recovery fine-tune of each pick (0: off), early-stopped on validation mAP
+    recovery_eval_every: int = 30
+    recovery_patience: int = 2
     batch_size: int = 8
     rates: tuple[float, ...] = (0.25, 0.5, 0.75)
     n_params: int = 6
@@ -43,6 +49,14 @@ class DemoConfig:
     seed: int = 0
     latency: bool = False  # latency models per runtime: latency-saved selection, loop until the knee
     refine: bool = False  # interpolated one-shot points between the two candidates around each knee
+
+    @classmethod
+    def full(cls, **overrides) -> DemoConfig:
+        """The longer preset (``edgeprune demo --full``): more data and fine-tuning, same pipeline."""
+        values = {"out_dir": Path("demo_full_out"), "train_images": 1000, "iterations": 4,
+                  "finetune_steps": 300, "recovery_steps": 1200, "recovery_eval_every": 200,
+                  "recovery_patience": 2, **overrides}
+        return cls(**values)
 
 
 def default_runtimes() -> tuple[str, ...]:
@@ -69,6 +83,18 @@ def _dataset(path: Path, n: int, seed: int, size: tuple[int, int]) -> Path:
         if info.get("n_images") == n and info.get("seed") == seed:
             return path
     return synthetic.generate(path, n, seed=seed, img_size=size)
+
+
+def _recovery_hook(cfg: DemoConfig, out: Path, finetune, evaluator, size: int):
+    """The recovery fine-tune of each pick before it is bundled (None when ``recovery_steps`` is 0)."""
+    if not cfg.recovery_steps:
+        return None
+    from edgeprune.deploy.recovery import RecoveryConfig, recovery_hook
+    from edgeprune.models import demo_model
+
+    rc = RecoveryConfig(steps=cfg.recovery_steps, eval_every=min(cfg.recovery_eval_every, cfg.recovery_steps),
+                        patience=cfg.recovery_patience)
+    return recovery_hook(out / "prune", demo_model, finetune, evaluator, out / "sweep", size, rc)
 
 
 def run_demo(cfg: DemoConfig, fresh: bool = False) -> dict:
@@ -108,8 +134,12 @@ def run_demo(cfg: DemoConfig, fresh: bool = False) -> dict:
 
     _log(f"2/3 iterative pruning: {cfg.iterations} iterations, sensitivity at rates {cfg.rates}, "
          f"{cfg.finetune_steps} fine-tune steps each, channels rounded to {cfg.round_to}")
-    evaluator = DetectionEvaluator(val, size, batch_size=8)
-    finetune = LabeledFinetune(train, size, batch_size=cfg.batch_size, lr=cfg.finetune_lr, seed=cfg.seed)
+    evaluator = DetectionEvaluator(val, size, batch_size=8, bootstrap=cfg.bootstrap, cache_images=True)
+    sens_evaluator = DetectionEvaluator(val, size, batch_size=8, max_images=cfg.sensitivity_images,
+                                        cache_images=True)
+    teacher = demo_model().eval() if cfg.distill > 0 else None
+    finetune = LabeledFinetune(train, size, batch_size=cfg.batch_size, lr=cfg.finetune_lr, seed=cfg.seed,
+                               teacher=teacher, distill=cfg.distill)
     example = torch.zeros(1, 3, size, size)
     targets = [{"name": r, "runtime": r, "precision": "fp32", "threads": cfg.threads} for r in runtimes]
     selection = SelectionConfig(n_params=cfg.n_params, n_flops=cfg.n_flops)
@@ -129,6 +159,7 @@ def run_demo(cfg: DemoConfig, fresh: bool = False) -> dict:
         selection=selection, rates=cfg.rates,
         round_to=cfg.round_to, executor=default_executor(cfg.workers), seed=cfg.seed,
         latency_models=list(models.values()), until_knee=bool(models), knee_tau=cfg.tau,
+        sensitivity_evaluator=sens_evaluator,
     )
     _log(f"pruning finished after {time.perf_counter() - t0:.0f} s ({result.stop_reason})")
 
@@ -138,9 +169,17 @@ def run_demo(cfg: DemoConfig, fresh: bool = False) -> dict:
         img_size=size, tau=cfg.tau, accuracy_floor_rel=cfg.accuracy_floor_rel,
         profile_config=ProfileConfig(min_runs=cfg.profile_min_runs, min_s=cfg.profile_min_s),
         latency_models=models or None, refine=cfg.refine,
+        recovery=_recovery_hook(cfg, out, finetune, evaluator, size),
     )
     print(summary_text(res))
-    print("\npruning candidates (mAP on the demo's validation images):")
+    for name, tr in res.targets.items():
+        if tr.recovery:
+            p = res.candidates[0].primary
+            print(f"recovery of the {name} pick: {p} {tr.recovery['before'][p]:.4f} -> "
+                  f"{tr.recovery['after'][p]:.4f} ({tr.recovery['stop_reason']})")
+    print(f"\npruning candidates (mAP on the demo's {cfg.val_images} validation images, with the "
+          "bootstrap interval):")
     print(result.table())
     _log(f"done in {time.perf_counter() - t0:.0f} s")
-    return {"report": res.report, "bundles": {n: t.bundle for n, t in res.targets.items()}}
+    return {"report": res.report, "bundles": {n: t.bundle for n, t in res.targets.items()},
+            "knees": {n: t.knee.candidate_id for n, t in res.targets.items()}}

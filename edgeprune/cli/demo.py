@@ -14,12 +14,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         "every candidate on each installed runtime side by side, pick the latency knee per target, "
         "write a report and one bundle per target. Reruns resume where they stopped.",
     )
-    p.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default demo_out)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder (default demo_out, or demo_full_out with --full)")
+    p.add_argument("--full", action="store_true",
+                   help="the longer preset: 1000 training images, 4 iterations of 300 fine-tune steps, "
+                   "recovery of each pick up to 1200 steps (about an hour on 2 cores)")
     p.add_argument("--fresh", action="store_true", help="delete the output folder first and start clean")
     p.add_argument("--runtime", action="append", dest="runtimes", metavar="NAME",
                    help="runtime to sweep (repeatable; default: onnxruntime, openvino, opencv if installed)")
-    p.add_argument("--iterations", type=int, default=3, help="pruning iterations (default 3)")
-    p.add_argument("--finetune-steps", type=int, default=90, help="fine-tuning steps per iteration")
+    p.add_argument("--iterations", type=int, default=None, help="pruning iterations (default 3; --full 4)")
+    p.add_argument("--finetune-steps", type=int, default=None,
+                   help="fine-tuning steps per iteration (default 90; --full 300)")
     p.add_argument("--threads", type=int, default=2, help="inference threads when profiling (default 2)")
     p.add_argument("--workers", type=int, default=None, help="sensitivity worker processes (default: cores)")
     p.add_argument("--latency", action="store_true",
@@ -33,12 +38,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from edgeprune.demo import DemoConfig, run_demo
 
-    cfg = DemoConfig(
-        out_dir=args.out, iterations=args.iterations, finetune_steps=args.finetune_steps,
-        threads=args.threads, workers=args.workers,
-        runtimes=tuple(args.runtimes) if args.runtimes else None,
-        latency=args.latency, refine=args.refine,
-    )
+    given = {"out_dir": args.out, "iterations": args.iterations, "finetune_steps": args.finetune_steps}
+    kwargs = {k: v for k, v in given.items() if v is not None}
+    kwargs.update(threads=args.threads, workers=args.workers,
+                  runtimes=tuple(args.runtimes) if args.runtimes else None,
+                  latency=args.latency, refine=args.refine)
+    cfg = DemoConfig.full(**kwargs) if args.full else DemoConfig(**kwargs)
     result = run_demo(cfg, fresh=args.fresh)
     print()
     for key, path in _flat(result.get("report") or {}):

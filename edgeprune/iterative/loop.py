@@ -168,6 +168,7 @@ class _Run:
     base_flops: int = 0
     latency_models: list = field(default_factory=list)
     snap: bool = True
+    sensitivity_evaluator: Any = None  # ranks (group, rate) pairs; None -> ``evaluator``
 
     def load(self, iteration: int) -> tuple[nn.Module, str]:
         """Candidate ``iteration`` replayed from disk on a copy of the unpruned model, and its plan JSON."""
@@ -234,7 +235,8 @@ def _iteration(run: _Run, i: int) -> dict | None:
     else:
         _log(run.progress, f"iteration {i}: sensitivity of candidate {i - 1}")
         t0 = time.perf_counter()
-        table = sensitivity(current, run.example_inputs, run.evaluator, rates=run.rates,
+        table = sensitivity(current, run.example_inputs, run.sensitivity_evaluator or run.evaluator,
+                            rates=run.rates,
                             criterion=run.criterion, round_to=run.round_to, executor=run.executor,
                             cache_dir=d / "sensitivity", progress=run.progress)
         lat = latency_of_rows(run.latency_models, current, run.example_inputs, table)
@@ -328,6 +330,7 @@ def iterative_prune(
     until_knee: bool = False,
     knee_tau: float = 0.03,
     snap: bool = True,
+    sensitivity_evaluator: Any = None,
 ) -> IterativeResult:
     """Prune iteratively until a target is met; every iteration is a candidate saved in ``run_dir``.
 
@@ -341,6 +344,10 @@ def iterative_prune(
     saved to each sensitivity row (for ``SelectionConfig(n_latency=...)``), the predicted latency per
     target to each candidate, and (``snap``) keep pruned channel counts on the targets' measured steps.
     ``until_knee`` stops once every target's predicted latency improved by at most ``knee_tau``.
+
+    ``sensitivity_evaluator`` (default: ``evaluator``) scores the many single-layer prunes of the
+    sensitivity analysis, e.g. on a subset of the images, while ``evaluator`` scores the candidates
+    (e.g. the full set with an interval).
     """
     targets = {"iterations": iterations, "param_sparsity": target_param_sparsity,
                "flops_sparsity": target_flops_sparsity, "metric_floor": metric_floor,
@@ -359,10 +366,12 @@ def iterative_prune(
     unpruned = copy.deepcopy(model).eval()
     fp = _fingerprint(unpruned, example_inputs, evaluator, finetune, finetune_steps, selection, rates,
                       criterion, round_to, seed, latency_models, snap)
+    if sensitivity_evaluator is not None:
+        fp["sensitivity_evaluator"] = describe_callable(sensitivity_evaluator)
     _open_run(run_dir, fp, targets, fresh, progress)
     run = _Run(run_dir, unpruned, example_inputs, evaluator, finetune, finetune_steps, selection,
                tuple(float(r) for r in rates), criterion, round_to, executor, progress, seed,
-               latency_models=latency_models, snap=snap)
+               latency_models=latency_models, snap=snap, sensitivity_evaluator=sensitivity_evaluator)
 
     candidates = [_baseline(run)]
     run.base_params, run.base_flops = candidates[0]["params"], candidates[0]["flops"]
