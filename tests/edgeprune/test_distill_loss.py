@@ -11,7 +11,7 @@ from edgeprune.models import yolov7_tiny
 from edgeprune.training.distill import DistillObjective
 from edgeprune.training.finetune import LabeledObjective
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _outputs(seed: int, obj_logit: float = 0.0):

@@ -15,7 +15,7 @@ from edgeprune.runtimes.fileio import atomic_write_text
 from edgeprune.training.finetune import make_config
 from edgeprune.training.trainer import Trainer
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _factory() -> nn.Module:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
+from sweep_helpers import conv_candidate
 
 from edgeprune.deploy import Candidate, SweepResult, Target, TargetResult
 from edgeprune.deploy.knee import KneePoint, select_knee
@@ -14,9 +14,6 @@ from edgeprune.deploy.picks import bundle_picks
 from edgeprune.deploy.report import write_report
 from edgeprune.deploy.sweep import metric_interval
 from edgeprune.runtimes.profiling import LatencyStats
-
-sys.path.insert(0, str(Path(__file__).parent))
-from sweep_helpers import conv_candidate  # noqa: E402
 
 
 def _metrics(point, low, high):
