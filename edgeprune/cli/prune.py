@@ -6,8 +6,8 @@ Rerunning the same command resumes an interrupted run (nothing finished is recom
                               # or {python: "pkg.module:factory", weights: ...}: the module may
                               # sit next to this file (found without PYTHONPATH)
   data: {train: data/train, val: data/val, img_size: 320}
-  evaluator: {kind: detection, settings: {max_images: 32}}     # or kind: fidelity
-  finetune: {kind: labeled, steps: 100, lr: 0.0005, batch: 8}  # or kind: distill
+  evaluator: {kind: detection, settings: {bootstrap: 1000}}   # or kind: fidelity; bootstrap: intervals
+  finetune: {kind: labeled, steps: 100, lr: 0.0005, batch: 8, settings: {distill: 1.0}}  # or kind: distill
   targets: {iterations: 5, param_sparsity: 0.8, flops_sparsity: null, metric_floor: 0.2}
   selection: {k: 20, n_params: 6, n_flops: 5, rates: [0.25, 0.5, 0.75], criterion: l2, round_to: 8}
   latency: {targets: [{runtime: openvino, threads: 2}], until_knee: true}   # optional; n_latency: 4

@@ -332,6 +332,8 @@ def build_finetune(cfg: PruneConfig, teacher: Any, size: int) -> Any:
     train = cfg.path(data["yaml"] if "yaml" in data else data["train"])  # a data YAML: its train split
     try:
         if ft["kind"] == "labeled":
+            if kwargs.get("distill"):  # settings: {distill: 1.0} adds distillation from the unpruned model
+                kwargs["teacher"] = teacher
             return training.LabeledFinetune(train, size, **kwargs)
         images = train / "images" if (train / "images").is_dir() else train
         return training.DistillFinetune(teacher, images, size, **kwargs)
