@@ -31,8 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--patience", type=int, default=2, help="evaluations without improvement before stopping")
     p.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (default 5e-4)")
     p.add_argument("--batch", type=int, default=8, help="batch size (default 8)")
-    p.add_argument("--distill", type=float, default=1.0,
-                   help="weight of distillation from the unpruned model added to the labeled loss (0: off)")
+    p.add_argument("--distill", type=float, default=0.0,
+                   help="weight of distillation from the unpruned model added to the labeled loss "
+                   "(default 0: labels only)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates for intervals (0: off)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--fresh", action="store_true", help="discard an earlier recovery of this candidate")
