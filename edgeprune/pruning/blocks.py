@@ -122,15 +122,8 @@ def pointwise(tr: Tracer, func, args, kwargs, out, infos) -> None:
     if base is None:
         return unknown(tr, func, args, kwargs, out, infos)
     o, i, binf = base
-    for p, lab in plain:
-        if p == o and lab.size == binf.labels.shape[0]:
-            require(tr, binf, HEADS, op_name(func))
-            tr.state.union(binf.labels[:, 0], lab)
-        elif p == i and lab.size == binf.labels.shape[1]:
-            require(tr, binf, POSITIONS, op_name(func))
-            tr.state.union(binf.labels[0], lab)
-        else:
-            return unknown(tr, func, args, kwargs, out, infos, "channel dims of the operands disagree")
+    if not _couple_plain(tr, func, binf, o, i, plain):
+        return unknown(tr, func, args, kwargs, out, infos, "channel dims of the operands disagree")
     for t in consts:
         shift = out.ndim - t.ndim
         if any(0 <= d - shift < t.ndim and t.shape[d - shift] > 1 for d in (o, i)):
@@ -176,15 +169,8 @@ def matmul(tr: Tracer, func, args, kwargs, out, infos) -> None:
     _constant_batches(tr, func, a, b, nd, [p for p, _ in flat] + list(kept[:2] if kept else ()))
     if kept is not None:
         o, i, binf = kept
-        for p, lab in flat:
-            if p == o and lab.size == binf.labels.shape[0]:
-                require(tr, binf, HEADS, op_name(func))
-                tr.state.union(binf.labels[:, 0], lab)
-            elif p == i and lab.size == binf.labels.shape[1]:
-                require(tr, binf, POSITIONS, op_name(func))
-                tr.state.union(binf.labels[0], lab)
-            else:
-                return unknown(tr, func, args, kwargs, out, infos, "channels on two dims of the result")
+        if not _couple_plain(tr, func, binf, o, i, flat):
+            return unknown(tr, func, args, kwargs, out, infos, "channels on two dims of the result")
         tr.set_info(out, _same(binf, o, i))
         return
     if len({p for p, _ in flat}) != 1 or len({lab.size for _, lab in flat}) != 1:
@@ -216,3 +202,18 @@ def _constant_batches(tr: Tracer, func, a: torch.Tensor, b: torch.Tensor, nd: in
                     freeze_block(tr, other.block, reason)
                 else:
                     tr.state.freeze(other.labels, reason)
+
+
+def _couple_plain(tr, func, binf, o: int, i: int, plain) -> bool:
+    """Couple plain channel labels to a block's heads (on dim ``o``) or positions (on dim ``i``);
+    False when a label sits on another dim or has another size."""
+    for p, lab in plain:
+        if p == o and lab.size == binf.labels.shape[0]:
+            require(tr, binf, HEADS, op_name(func))
+            tr.state.union(binf.labels[:, 0], lab)
+        elif p == i and lab.size == binf.labels.shape[1]:
+            require(tr, binf, POSITIONS, op_name(func))
+            tr.state.union(binf.labels[0], lab)
+        else:
+            return False
+    return True
