@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -30,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--iterations", type=int, default=3)
     ap.add_argument("--finetune-steps", type=int, default=60)
     ap.add_argument("--rates", type=float, nargs="+", default=[0.25, 0.5, 0.75])
-    ap.add_argument("--val-images", type=int, default=32)
+    ap.add_argument("--val-images", type=int, default=200, help="candidates are scored on these")
+    ap.add_argument("--sensitivity-images", type=int, default=32, help="ranks single-layer prunes")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--cache", type=Path, default=None, help="latency model cache folder")
@@ -41,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     from edgeprune.demo import _dataset
     from edgeprune.deploy import sweep
     from edgeprune.deploy.predicted import build_models
-    from edgeprune.deploy.sweep import candidates_from_run
+    from edgeprune.deploy.sweep import candidates_from_run, metric_interval
     from edgeprune.deploy.targets import targets_from_config
     from edgeprune.evaluation import DetectionEvaluator
     from edgeprune.iterative import SelectionConfig, iterative_prune
@@ -65,11 +67,13 @@ def main(argv: list[str] | None = None) -> int:
     for name, sel in runs.items():
         torch.manual_seed(0)
         iterative_prune(
-            demo_model(), x, DetectionEvaluator(val, size, batch_size=8),
+            demo_model(), x, DetectionEvaluator(val, size, batch_size=8, bootstrap=1000, cache_images=True),
             LabeledFinetune(train, size, batch_size=8, lr=5e-4, seed=0),
             run_dir=out / f"prune-{name}", iterations=a.iterations, finetune_steps=a.finetune_steps,
             selection=sel, rates=tuple(a.rates), round_to=8, executor=default_executor(a.workers), seed=0,
             latency_models=[lm] if name == "latency" else None,
+            sensitivity_evaluator=DetectionEvaluator(val, size, batch_size=8, max_images=a.sensitivity_images,
+                                                     cache_images=True),
         )
     cands = []
     for name in runs:  # one sweep over both runs: every latency below is measured side by side
@@ -81,23 +85,25 @@ def main(argv: list[str] | None = None) -> int:
     res = sweep(cands, [target], out / "sweep", img_size=size, bundles=False,
                 profile_config=ProfileConfig(min_runs=40, min_s=1.5), latency_models={a.runtime: lm})
     tr = res.targets[a.runtime]
-    rows = {c.id: (tr.stats[c.id].median_ms, tr.stats[c.id].cov, tr.predicted.get(c.id), c.metric, c.sparsity)
-            for c in cands}
+    rows = {c.id: (tr.stats[c.id].median_ms, tr.stats[c.id].cov, tr.predicted.get(c.id), c.metric, c.sparsity,
+                   metric_interval(c)) for c in cands}
     paper = sorted([v for k, v in rows.items() if not k.startswith("latency-")], key=lambda v: v[0])
     print(f"demo YOLOv7-tiny {size}x{size}; {a.iterations} iterations x {a.finetune_steps} fine-tune "
-          f"steps, rates {a.rates}, 11 groups per iteration, mAP50-95 on {a.val_images} synthetic val "
-          f"images; latency on {a.runtime} {tr.record.get('runtime_version')}, fp32, {a.threads} threads, "
-          "all candidates of both runs measured side by side (interleaved) in one sweep; machine shared")
+          f"steps, rates {a.rates}, 11 groups per iteration, sensitivity on {a.sensitivity_images} and "
+          f"candidates' mAP50-95 on {a.val_images} synthetic val images; latency on {a.runtime} "
+          f"{tr.record.get('runtime_version')}, fp32, {a.threads} threads, all candidates of both runs "
+          f"measured side by side (interleaved) in one sweep; load avg at the end {os.getloadavg()[0]:.2f}")
     print("\n| candidate | param sparsity | measured ms (CoV) | predicted ms | mAP50-95 "
-          "| paper mAP at this ms |")
-    print("|---|---|---|---|---|---|")
+          "| 95 % interval | paper mAP at this ms |")
+    print("|---|---|---|---|---|---|---|")
     order = sorted(rows.items(), key=lambda kv: (kv[0].split("-")[0], -kv[1][0]))
-    for cid, (ms, cov, pred, metric, sp) in order:
+    for cid, (ms, cov, pred, metric, sp, ci) in order:
         at = ""
         if cid.startswith("latency-") and paper[0][0] <= ms <= paper[-1][0]:
             at = f"{np.interp(ms, [p[0] for p in paper], [p[3] for p in paper]):.4f}"
         pred_s = "-" if pred is None else f"{pred:.2f}"
-        print(f"| {cid} | {sp:.1%} | {ms:.2f} ({cov:.3f}) | {pred_s} | {metric:.4f} | {at} |")
+        ci_s = "-" if ci is None else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
+        print(f"| {cid} | {sp:.1%} | {ms:.2f} ({cov:.3f}) | {pred_s} | {metric:.4f} | {ci_s} | {at} |")
     if tr.prediction:
         p = tr.prediction
         print(f"\nlatency model on these candidates: median error {p['median_rel_error']:.1%}, "
