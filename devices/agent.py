@@ -129,8 +129,8 @@ def run_job(
     """Measure every candidate of a job folder that has no current result; returns a summary."""
     from edgeprune.devices import environment
     from edgeprune.devices.protocol import load_current_result, read_manifest, result_path, verify_candidate
+    from edgeprune.fileio import write_json
     from edgeprune.runtimes import get as get_runtime
-    from edgeprune.runtimes.fileio import write_json
 
     job = Path(job_dir)
     manifest = read_manifest(job)

@@ -24,7 +24,7 @@ from edgeprune.devices.protocol import (
     result_path,
 )
 from edgeprune.errors import DeviceError
-from edgeprune.runtimes.fileio import sha256_file, write_json
+from edgeprune.fileio import sha256_file, write_json
 
 # typing's Sequence/Mapping: collections.abc ones are not subscriptable at import on Python 3.8
 Candidates = Union[Sequence[Union[str, os.PathLike]], Mapping[str, Union[str, os.PathLike]]]

@@ -159,7 +159,7 @@ def resolve_inside(job_dir: str | os.PathLike, rel: str) -> Path:
 
 def verify_candidate(job_dir: str | os.PathLike, cand: Candidate) -> Path:
     """Check a candidate's path and hash; return its path."""
-    from edgeprune.runtimes.fileio import sha256_file
+    from edgeprune.fileio import sha256_file
 
     path = resolve_inside(job_dir, cand.file)
     if not path.is_file():

@@ -31,7 +31,7 @@ from edgeprune.devices.jobs import job_results, pending
 from edgeprune.devices.profile_schema import DeviceProfile
 from edgeprune.devices.protocol import MANIFEST, Manifest, is_current, read_manifest, result_path
 from edgeprune.errors import DeviceError, DeviceUnreachableError, ProtocolError
-from edgeprune.runtimes.fileio import atomic_write_bytes, sha256_bytes, sha256_file, write_json
+from edgeprune.fileio import atomic_write_bytes, sha256_bytes, sha256_file, write_json
 
 OnEvent = Callable[[dict], None]
 _FATAL = re.compile(r"permission denied|host key verification failed|remote host identification has changed|"

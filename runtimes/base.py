@@ -22,7 +22,7 @@ from edgeprune.errors import (
     InvalidInputError,
     UnsupportedPrecisionError,
 )
-from edgeprune.runtimes.fileio import read_json, sha256_file, write_json
+from edgeprune.fileio import read_json, sha256_file, write_json
 
 # The one key naming the GPU an artifact was built on: in artifact meta, in bundle manifests, in the
 # environment record. Written and read under this name only (two names once disagreed: checks never fired).

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from edgeprune.errors import BundleError, EdgepruneError, IncompatibleArtifactError, InvalidInputError
+from edgeprune.fileio import read_json, sha256_file
 from edgeprune.runtimes.base import GPU_NAME
-from edgeprune.runtimes.fileio import read_json, sha256_file
 from edgeprune.runtimes.model_io import ModelIO
 from edgeprune.runtimes.postprocess import Detections, postprocess
 from edgeprune.runtimes.preprocess import boxes_from_letterbox, preprocess

@@ -30,11 +30,11 @@ from edgeprune.errors import (
     InvalidInputError,
     MissingDependencyError,
 )
+from edgeprune.fileio import atomic_write_bytes, write_json
 from edgeprune.runtimes import tensorrt_options as to
 from edgeprune.runtimes import trtexec
 from edgeprune.runtimes.base import GPU_NAME, Artifact, Runtime, Session, TensorSpec
 from edgeprune.runtimes.cuda_runtime import get_cuda
-from edgeprune.runtimes.fileio import atomic_write_bytes, write_json
 
 
 def _trt():

@@ -17,9 +17,9 @@ from typing import Any
 
 from edgeprune._version import __version__
 from edgeprune.errors import BundleError, EdgepruneError
+from edgeprune.fileio import sha256_file, write_json
 from edgeprune.runtimes.base import GPU_NAME
 from edgeprune.runtimes.bundle import FORMAT, FORMAT_VERSION, MANIFEST, read_manifest
-from edgeprune.runtimes.fileio import sha256_file, write_json
 from edgeprune.runtimes.model_io import ModelIO
 
 ONNX_NAME = "model.onnx"
