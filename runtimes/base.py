@@ -102,10 +102,14 @@ class Artifact:
 
 
 def _relative(p: str, directory: Path) -> str:
-    try:
-        return str(Path(p).resolve().relative_to(directory.resolve()))
-    except ValueError:
-        return str(p)
+    """``p`` relative to ``directory``; a file right beside that folder as ``../name`` (a bundle's artifact
+    uses the bundle's one ONNX copy); anything else absolute."""
+    real, base = Path(p).resolve(), directory.resolve()
+    if base in real.parents:
+        return str(real.relative_to(base))
+    if real.parent == base.parent:
+        return f"../{real.name}"
+    return str(p)
 
 
 @dataclass(frozen=True)
