@@ -24,13 +24,11 @@ def test_get_names_the_extra(monkeypatch, name, module, extra):
 
 
 @pytest.mark.parametrize("name,module,extra", SDKS)
-def test_backend_import_guard_comes_from_the_registry(monkeypatch, tmp_path, name, module, extra):
+def test_backend_import_guard_comes_from_the_registry(monkeypatch, tmp_path, tiny_onnx, name, module, extra):
     import importlib
 
-    from .conftest import make_conv_relu
-
     backend = importlib.import_module(f"edgeprune.runtimes.{registry.RUNTIMES[name].backend}").RUNTIME
-    onnx = make_conv_relu(tmp_path / "m.onnx")[0]
+    onnx = tiny_onnx[0]
     monkeypatch.setitem(sys.modules, module, None)
     for call in (backend.sdk, backend.version, lambda: backend.compile(onnx, tmp_path / "w")):
         with pytest.raises(MissingDependencyError) as err:
