@@ -70,10 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default="out/bench_runtimes.json")
     args = ap.parse_args(argv)
 
+    from edgeprune.fileio import write_json
     from edgeprune.runtimes import available
     from edgeprune.runtimes.benchmark import format_table, profile_onnx
     from edgeprune.runtimes.environment import collect
-    from edgeprune.runtimes.fileio import write_json
     from edgeprune.runtimes.profiling import ProfileConfig
 
     runtimes = args.runtimes or [r for r in ("onnxruntime", "openvino", "opencv") if r in available()]

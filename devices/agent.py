@@ -128,12 +128,17 @@ def run_job(
 ) -> dict[str, Any]:
     """Measure every candidate of a job folder that has no current result; returns a summary."""
     from edgeprune.devices import environment
-    from edgeprune.devices.protocol import load_current_result, read_manifest, result_path, verify_candidate
+    from edgeprune.devices.protocol import (
+        load_current_result,
+        read_job_manifest,
+        result_path,
+        verify_candidate,
+    )
+    from edgeprune.fileio import write_json
     from edgeprune.runtimes import get as get_runtime
-    from edgeprune.runtimes.fileio import write_json
 
     job = Path(job_dir)
-    manifest = read_manifest(job)
+    manifest = read_job_manifest(job)
     paths = {c.id: verify_candidate(job, c) for c in manifest.candidates}  # refuse before any work
     check_outputs_inside(job, [c.id for c in manifest.candidates])
     opts_sha = manifest.options_sha256()

@@ -48,7 +48,7 @@ def run_device_profile(args: argparse.Namespace) -> int:
     from edgeprune.devices.profile_schema import load_profile
     from edgeprune.devices.remote import RetryPolicy
     from edgeprune.devices.runner import profile_on_devices
-    from edgeprune.runtimes.fileio import write_json
+    from edgeprune.fileio import write_json
 
     if getattr(args, "runtimes", None):
         raise DeviceError("--runtime cannot be combined with --device: the device profile sets the runtime")

@@ -72,7 +72,7 @@ class FieldCheck:
         self.model = field_model
         self.work.mkdir(parents=True, exist_ok=True)
         self.onnx = self.work / "field_check.onnx"
-        from edgeprune.runtimes.fileio import atomic_write_bytes
+        from edgeprune.fileio import atomic_write_bytes
 
         atomic_write_bytes(self.onnx, field_model.onnx_bytes())
         self.x = field_model.example_input()
@@ -266,7 +266,7 @@ def run_field_check(out: str, work: Optional[str] = None, emit: Optional[Emit] =
     """Run every check, write the report to ``out`` (atomically) and return the exit code."""
     from edgeprune.devices import environment
     from edgeprune.devices.agent import agent_info, print_event
-    from edgeprune.runtimes.fileio import write_json
+    from edgeprune.fileio import write_json
 
     emit = emit or print_event
     out_path = Path(out)

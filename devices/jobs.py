@@ -17,17 +17,18 @@ from typing import Any, Mapping, Sequence, Union
 from edgeprune.devices.profile_schema import DeviceProfile
 from edgeprune.devices.protocol import (
     MANIFEST,
-    Candidate,
+    JobCandidate,
     Manifest,
     load_current_result,
-    read_manifest,
+    read_job_manifest,
     result_path,
 )
 from edgeprune.errors import DeviceError
-from edgeprune.runtimes.fileio import sha256_file, write_json
+from edgeprune.fileio import sha256_file, write_json
 
+# the files a job profiles: paths, or id -> path.
 # typing's Sequence/Mapping: collections.abc ones are not subscriptable at import on Python 3.8
-Candidates = Union[Sequence[Union[str, os.PathLike]], Mapping[str, Union[str, os.PathLike]]]
+CandidateFiles = Union[Sequence[Union[str, os.PathLike]], Mapping[str, Union[str, os.PathLike]]]
 
 
 def candidate_ids(paths: Sequence[str | os.PathLike]) -> dict[str, Path]:
@@ -44,7 +45,7 @@ def candidate_ids(paths: Sequence[str | os.PathLike]) -> dict[str, Path]:
 
 def prepare_job(
     job_dir: str | os.PathLike,
-    candidates: Candidates,
+    candidates: CandidateFiles,
     profile: DeviceProfile,
     job_id: str | None = None,
     profile_options: Mapping[str, Any] | None = None,
@@ -87,7 +88,7 @@ def prepare_job(
 
 def current_results(job_dir: str | os.PathLike, manifest: Manifest | None = None) -> dict[str, dict]:
     """Results in ``job_dir`` that match the manifest (same file hash and options), by candidate id."""
-    manifest = manifest or read_manifest(job_dir)
+    manifest = manifest or read_job_manifest(job_dir)
     key = manifest.options_sha256()
     out = {}
     for cand in manifest.candidates:
@@ -97,7 +98,7 @@ def current_results(job_dir: str | os.PathLike, manifest: Manifest | None = None
     return out
 
 
-def pending(job_dir: str | os.PathLike, manifest: Manifest) -> list[Candidate]:
+def pending(job_dir: str | os.PathLike, manifest: Manifest) -> list[JobCandidate]:
     """Candidates of ``manifest`` without a current result in ``job_dir``."""
     done = current_results(job_dir, manifest)
     return [c for c in manifest.candidates if c.id not in done]
@@ -105,7 +106,7 @@ def pending(job_dir: str | os.PathLike, manifest: Manifest) -> list[Candidate]:
 
 def job_results(job_dir: str | os.PathLike, manifest: Manifest | None = None) -> dict[str, dict]:
     """Every result in ``job_dir`` for this manifest's files and options (``status`` ok or failed)."""
-    manifest = manifest or read_manifest(job_dir)
+    manifest = manifest or read_job_manifest(job_dir)
     key = manifest.options_sha256()
     out = {}
     for cand in manifest.candidates:

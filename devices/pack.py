@@ -1,8 +1,8 @@
 """Build the on-device agent: one zipapp with edgeprune's torch-free parts and nothing else.
 
-The archive holds ``edgeprune/__init__.py``, ``_lazy.py``, ``_version.py``, ``errors.py`` and the
-``runtimes`` and ``devices`` packages, copied from where they are installed, plus a ``__main__``
-that runs the agent.
+The archive holds ``edgeprune/__init__.py``, ``_lazy.py``, ``_version.py``, ``errors.py``,
+``fileio.py`` and the ``runtimes`` and ``devices`` packages, copied from where they are installed,
+plus a ``__main__`` that runs the agent.
 It is a standard zipapp (``python -m zipapp`` format). The device's own Python runs it with its own
 numpy and runtime SDK; nothing is pip-installed there. Files get a fixed timestamp so the same code
 always packs to the same bytes (the same hash lets the host skip re-uploading an agent the device has).
@@ -22,6 +22,8 @@ from edgeprune.errors import DeviceError
 MAIN = "import sys\nfrom edgeprune.devices.agent import main\n\nsys.exit(main())\n"
 INTERPRETER = "/usr/bin/env python3"
 _FIXED_DATE = (2010, 1, 1, 0, 0, 0)  # any constant; zip timestamps must be >= 1980
+# the torch-free modules of the top-level package that runtimes/ and devices/ import
+TOP_LEVEL = ("__init__.py", "_lazy.py", "_version.py", "errors.py", "fileio.py")
 
 
 def agent_files() -> dict[str, Path]:
@@ -31,7 +33,7 @@ def agent_files() -> dict[str, Path]:
     import edgeprune.runtimes
 
     top = Path(edgeprune.__file__).resolve().parent
-    files = {f"edgeprune/{n}": top / n for n in ("__init__.py", "_lazy.py", "_version.py", "errors.py")}
+    files = {f"edgeprune/{n}": top / n for n in TOP_LEVEL}
     for pkg, name in ((edgeprune.runtimes, "runtimes"), (edgeprune.devices, "devices")):
         root = Path(next(iter(pkg.__path__))).resolve()
         for path in sorted(root.rglob("*")):

@@ -33,8 +33,8 @@ _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
-class Candidate:
-    """One model file of a job."""
+class JobCandidate:
+    """One model file of a device job, as its manifest names it (not a sweep candidate)."""
 
     id: str
     file: str  # relative to the job folder
@@ -47,7 +47,7 @@ class Manifest:
 
     job_id: str
     runtime: str
-    candidates: list[Candidate]
+    candidates: list[JobCandidate]
     runtime_options: dict[str, Any] = field(default_factory=dict)
     profile_options: dict[str, Any] = field(default_factory=dict)
     input_size: Optional[list[int]] = None
@@ -106,7 +106,7 @@ class Manifest:
             if not _SHA_RE.match(c["sha256"]):
                 raise ProtocolError(f"candidates[{i}].sha256 is not a lowercase hex SHA-256")
             seen.add(c["id"])
-            cands.append(Candidate(c["id"], c["file"], c["sha256"]))
+            cands.append(JobCandidate(c["id"], c["file"], c["sha256"]))
         return cls(
             job_id=d["job_id"], runtime=d["runtime"], candidates=cands,
             runtime_options=dict(d.get("runtime_options") or {}),
@@ -132,7 +132,7 @@ def _check_setup_checks(checks: Any) -> None:
             raise ProtocolError(f"setup_checks[{i}] = {item!r} is not a known check; {fix}")
 
 
-def read_manifest(job_dir: str | os.PathLike) -> Manifest:
+def read_job_manifest(job_dir: str | os.PathLike) -> Manifest:
     """Read ``manifest.json`` of a job folder."""
     path = Path(job_dir) / MANIFEST
     try:
@@ -157,9 +157,9 @@ def resolve_inside(job_dir: str | os.PathLike, rel: str) -> Path:
     return path
 
 
-def verify_candidate(job_dir: str | os.PathLike, cand: Candidate) -> Path:
+def verify_candidate(job_dir: str | os.PathLike, cand: JobCandidate) -> Path:
     """Check a candidate's path and hash; return its path."""
-    from edgeprune.runtimes.fileio import sha256_file
+    from edgeprune.fileio import sha256_file
 
     path = resolve_inside(job_dir, cand.file)
     if not path.is_file():
@@ -178,7 +178,7 @@ def result_path(job_dir: str | os.PathLike, cand_id: str) -> Path:
     return Path(job_dir) / RESULTS_DIR / f"{cand_id}.json"
 
 
-def is_current(result: Any, cand: Candidate, options_sha256: str) -> bool:
+def is_current(result: Any, cand: JobCandidate, options_sha256: str) -> bool:
     """Whether a result dict measured exactly this file with exactly these options, successfully."""
     return (
         isinstance(result, dict)
@@ -189,7 +189,9 @@ def is_current(result: Any, cand: Candidate, options_sha256: str) -> bool:
     )
 
 
-def load_current_result(job_dir: str | os.PathLike, cand: Candidate, options_sha256: str) -> Optional[dict]:
+def load_current_result(
+    job_dir: str | os.PathLike, cand: JobCandidate, options_sha256: str
+) -> Optional[dict]:
     """The stored result of ``cand`` if it is current, else None (missing, stale or corrupt)."""
     path = result_path(job_dir, cand.id)
     try:

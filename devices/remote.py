@@ -29,9 +29,9 @@ from typing import Any, Callable, Optional
 
 from edgeprune.devices.jobs import job_results, pending
 from edgeprune.devices.profile_schema import DeviceProfile
-from edgeprune.devices.protocol import MANIFEST, Manifest, is_current, read_manifest, result_path
+from edgeprune.devices.protocol import MANIFEST, Manifest, is_current, read_job_manifest, result_path
 from edgeprune.errors import DeviceError, DeviceUnreachableError, ProtocolError
-from edgeprune.runtimes.fileio import atomic_write_bytes, sha256_bytes, sha256_file, write_json
+from edgeprune.fileio import atomic_write_bytes, sha256_bytes, sha256_file, write_json
 
 OnEvent = Callable[[dict], None]
 _FATAL = re.compile(r"permission denied|host key verification failed|remote host identification has changed|"
@@ -173,7 +173,7 @@ class RemoteDevice:
     def run_job(self, job_dir: str | os.PathLike, on_event: OnEvent | None = None) -> dict[str, dict]:
         """Profile the pending candidates of a local job folder on the device; results by candidate id."""
         job = Path(job_dir)
-        manifest = read_manifest(job)
+        manifest = read_job_manifest(job)
         last: Exception | None = None
         with self._connection():
             for attempt in range(1, self.retry.attempts + 1):

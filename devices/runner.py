@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
-from edgeprune.devices.jobs import Candidates, job_results, prepare_job
+from edgeprune.devices.jobs import CandidateFiles, job_results, prepare_job
 from edgeprune.devices.profile_schema import DeviceProfile, load_profile
 from edgeprune.devices.remote import RemoteDevice, RetryPolicy
 from edgeprune.errors import EdgepruneError
@@ -51,7 +51,7 @@ def run_local_job(job_dir: str | os.PathLike, on_event: Callable[[dict], None] |
 
 
 def profile_on_devices(
-    candidates: Candidates,
+    candidates: CandidateFiles,
     devices: Sequence[DeviceSpec],
     work_dir: str | os.PathLike,
     *,

@@ -30,7 +30,7 @@ from edgeprune.export_check import (
     reference_outputs,
     second_input,
 )
-from edgeprune.runtimes.fileio import atomic_write_bytes
+from edgeprune.fileio import atomic_write_bytes
 from edgeprune.runtimes.model_io import LAYOUTS, ModelIO
 
 INPUT_NAME = "images"

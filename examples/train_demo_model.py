@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from edgeprune.runtimes.fileio import atomic_write_bytes, read_json, write_json
+from edgeprune.fileio import atomic_write_bytes, read_json, write_json
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "edgeprune" / "models" / "weights"
 NAME = "yolov7_tiny_synth"

@@ -1,15 +1,21 @@
 """The small interface every runtime backend implements: Artifact (what compile made), Runtime
 (compile + session), Session (validated numpy inference and profiling). Build is separate from run.
+
+``Runtime.compile`` is one template for every backend: it checks the paths, imports the SDK, checks
+option names, precision and threads, lets the backend check option values (``_check``), hashes the
+ONNX, prepares the workdir, times the backend's build step (``_build``), turns an SDK failure into
+``CompileError`` and saves the Artifact. A backend supplies those two steps and a session.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import shutil
 import tempfile
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -17,12 +23,15 @@ from typing import Any, Callable
 import numpy as np
 
 from edgeprune.errors import (
+    CompileError,
+    EdgepruneError,
     IncompatibleArtifactError,
     InvalidConfigError,
     InvalidInputError,
     UnsupportedPrecisionError,
 )
-from edgeprune.runtimes.fileio import read_json, sha256_file, write_json
+from edgeprune.fileio import read_json, sha256_file, write_json
+from edgeprune.runtimes import registry
 
 # The one key naming the GPU an artifact was built on: in artifact meta, in bundle manifests, in the
 # environment record. Written and read under this name only (two names once disagreed: checks never fired).
@@ -93,10 +102,14 @@ class Artifact:
 
 
 def _relative(p: str, directory: Path) -> str:
-    try:
-        return str(Path(p).resolve().relative_to(directory.resolve()))
-    except ValueError:
-        return str(p)
+    """``p`` relative to ``directory``; a file right beside that folder as ``../name`` (a bundle's artifact
+    uses the bundle's one ONNX copy); anything else absolute."""
+    real, base = Path(p).resolve(), directory.resolve()
+    if base in real.parents:
+        return str(real.relative_to(base))
+    if real.parent == base.parent:
+        return f"../{real.name}"
+    return str(p)
 
 
 @dataclass(frozen=True)
@@ -234,35 +247,56 @@ def check_compile_paths(onnx_path: Any, workdir: Any) -> None:
                                      "give a folder path")
 
 
+@contextmanager
+def failing_as(
+    message: str, catch: Any = Exception, detail: Callable[[BaseException], str] = str
+) -> Iterator[None]:
+    """Turn an SDK exception (``catch``) raised inside the block into ``CompileError("message: detail")``;
+    edgeprune's own errors pass through unchanged."""
+    try:
+        yield
+    except EdgepruneError:
+        raise
+    except catch as exc:
+        raise CompileError(f"{message}: {detail(exc)}") from exc
+
+
+@dataclass
+class CompileJob:
+    """One compile in progress: what was asked, and what the backend's two steps decide and record."""
+
+    onnx_path: Path
+    workdir: Path
+    precision: str  # checked against ``Runtime.precisions``; ``_check`` may change it (TensorRT on DLA)
+    threads: int | None
+    requested: dict  # the ``**options`` compile was given
+    options: dict = field(default_factory=dict)  # the artifact's options; starts as {"threads": threads}
+    meta: dict = field(default_factory=dict)  # backend facts for artifact.meta
+    onnx_sha256: str = ""
+    model: Path | None = None  # the ONNX copied into workdir, for runtimes whose artifact it is
+
+
 class Runtime(ABC):
-    """A runtime backend: ``compile`` an ONNX file into an Artifact, open it as a ``session``."""
+    """A runtime backend: ``compile`` an ONNX file into an Artifact, open it as a ``session``.
+
+    A backend sets ``name`` (its registry name), ``precisions``, ``known_options`` (None: ``_check``
+    checks the names itself) and ``copies_onnx`` (its artifact is the ONNX file itself), and defines
+    ``_check``, ``_build`` and ``_open``.
+    """
 
     name: str = ""
-    extra: str = ""
     precisions: tuple = ("fp32",)
+    known_options: frozenset | None = frozenset()
+    copies_onnx: bool = False
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        """Every backend's ``compile`` first checks its two paths (one place for all runtimes)."""
-        super().__init_subclass__(**kwargs)
-        fn = cls.__dict__.get("compile")
-        if fn is None or getattr(fn, "_checks_paths", False):
-            return
+    def sdk(self) -> Any:
+        """The runtime's SDK module; ``MissingDependencyError`` naming the extra that installs it."""
+        return registry.import_sdk(self.name)
 
-        @functools.wraps(fn)
-        def compile(self: Any, *args: Any, **kw: Any) -> Any:
-            onnx_path = args[0] if args else kw.get("onnx_path")
-            workdir = args[1] if len(args) > 1 else kw.get("workdir")
-            check_compile_paths(onnx_path, workdir)
-            return fn(self, *args, **kw)
-
-        compile._checks_paths = True  # type: ignore[attr-defined]
-        cls.compile = compile  # type: ignore[method-assign]
-
-    @abstractmethod
     def version(self) -> str:
         """The SDK's version string."""
+        return str(self.sdk().__version__)
 
-    @abstractmethod
     def compile(
         self,
         onnx_path: str | os.PathLike,
@@ -271,7 +305,49 @@ class Runtime(ABC):
         threads: int | None = None,
         **options: Any,
     ) -> Artifact:
-        """Build ``onnx_path`` for this runtime into ``workdir``; writes ``artifact.json`` there."""
+        """Build ``onnx_path`` for this runtime into ``workdir``; writes ``artifact.json`` there.
+
+        Everything a user can get wrong is refused before any file is written; ``compile_s`` in the
+        artifact's meta is the time of the backend's build step."""
+        check_compile_paths(onnx_path, workdir)
+        sdk = self.sdk()
+        if self.known_options is not None:
+            unknown = set(options) - self.known_options
+            if unknown:
+                raise InvalidConfigError(
+                    f"{self.name}: unknown options {sorted(unknown)}; known: {sorted(self.known_options)}"
+                )
+        job = CompileJob(Path(onnx_path), Path(workdir), self.check_precision(precision),
+                         self.check_threads(threads), dict(options))
+        job.options = {"threads": job.threads}
+        self._check(sdk, job)
+        job.onnx_sha256 = self.onnx_sha256(onnx_path)
+        job.workdir.mkdir(parents=True, exist_ok=True)
+        if self.copies_onnx:
+            job.model = self.copy_onnx(onnx_path, job.workdir)
+        t0 = time.perf_counter()
+        with failing_as(f"{self.name} could not compile {onnx_path}"):
+            path, files = self._build(sdk, job)
+        compile_s = time.perf_counter() - t0
+        art = Artifact(
+            runtime=self.name,
+            path=str(path),
+            files=[str(f) for f in files],
+            precision=job.precision,
+            options=job.options,
+            onnx_sha256=job.onnx_sha256,
+            meta={"runtime_version": self.version(), "compile_s": compile_s, **job.meta},
+        )
+        art.save()
+        return art
+
+    @abstractmethod
+    def _check(self, sdk: Any, job: CompileJob) -> None:
+        """Check the option values (and devices, precision there) and set ``job.options``; writes nothing."""
+
+    @abstractmethod
+    def _build(self, sdk: Any, job: CompileJob) -> tuple[Path, list[Path]]:
+        """Build into ``job.workdir``: return the artifact's main file and all its files (timed)."""
 
     @abstractmethod
     def _open(self, artifact: Artifact) -> Session:
@@ -290,7 +366,7 @@ class Runtime(ABC):
             raise IncompatibleArtifactError(f"artifact was compiled for '{art.runtime}', not '{self.name}'")
         return self._open(art)
 
-    # --- helpers for backends -----------------------------------------------------------------
+    # --- checks and helpers -------------------------------------------------------------------
     def check_precision(self, precision: str) -> str:
         """Normalise ``precision`` and refuse one this runtime cannot honour."""
         p = str(precision).lower()

@@ -1,7 +1,8 @@
 """Load a deployment bundle and run it: ``load_bundle(path).detect(bgr_image)``. Never imports torch.
 
 A bundle is a folder with ``model.onnx``, optionally the compiled artifact for its runtime under
-``artifact/`` (with its ``artifact.json``), and ``manifest.json`` describing everything an app needs:
+``artifact/`` (with its ``artifact.json``; an artifact that is the ONNX itself points at ``../model.onnx``,
+so no file is stored twice), and ``manifest.json`` describing everything an app needs:
 input name/size/layout, letterbox pad value, normalisation, colour order, class names, output
 layout, score/NMS thresholds, precision, runtime and version, device, measured latency, accuracy,
 and the SHA-256 of every file. ``edgeprune.deploy.bundle.write_bundle`` writes it.
@@ -24,8 +25,8 @@ from typing import Any
 import numpy as np
 
 from edgeprune.errors import BundleError, EdgepruneError, IncompatibleArtifactError, InvalidInputError
+from edgeprune.fileio import read_json, sha256_file
 from edgeprune.runtimes.base import GPU_NAME
-from edgeprune.runtimes.fileio import read_json, sha256_file
 from edgeprune.runtimes.model_io import ModelIO
 from edgeprune.runtimes.postprocess import Detections, postprocess
 from edgeprune.runtimes.preprocess import boxes_from_letterbox, preprocess

@@ -21,16 +21,11 @@ sessions load the cached engine.
 from __future__ import annotations
 
 import os
-import time
+from pathlib import Path
 from typing import Any
 
-from edgeprune.errors import (
-    CompileError,
-    InvalidConfigError,
-    MissingDependencyError,
-    UnsupportedPrecisionError,
-)
-from edgeprune.runtimes.base import Artifact, Runtime, Session, TensorSpec
+from edgeprune.errors import CompileError, InvalidConfigError, UnsupportedPrecisionError
+from edgeprune.runtimes.base import Artifact, CompileJob, Runtime, Session, TensorSpec, failing_as
 
 CPU_EP = "CPUExecutionProvider"
 LEVELS = {
@@ -51,22 +46,14 @@ _ORT_TYPES = {
 }
 TRT_EP = "TensorrtExecutionProvider"
 TRT_CACHE_DIR = "trt_cache"  # inside the artifact's folder, so the artifact stays movable
-KNOWN_OPTIONS = {
+KNOWN_OPTIONS = frozenset({
     "trt_options",
     "providers",
     "graph_optimization_level",
     "inter_op_threads",
     "allow_spinning",
     "save_optimized",
-}
-
-
-def _ort():
-    try:
-        import onnxruntime
-    except ImportError:
-        raise MissingDependencyError("onnxruntime", "onnxruntime") from None
-    return onnxruntime
+})
 
 
 def _session_options(ort, options: dict, optimized_path: str | None = None):
@@ -108,9 +95,8 @@ def _providers(options: dict, precision: str, artifact_dir: str | os.PathLike | 
 
 
 class OnnxRuntimeSession(Session):
-    def __init__(self, artifact: Artifact) -> None:
+    def __init__(self, artifact: Artifact, ort: Any) -> None:
         super().__init__(artifact)
-        ort = _ort()
         opts = artifact.options
         self.sess = ort.InferenceSession(
             artifact.path,
@@ -161,28 +147,19 @@ def _zero_feeds(sess) -> dict:
 
 class OnnxRuntimeRuntime(Runtime):
     name = "onnxruntime"
-    extra = "onnxruntime"
-    precisions = ("fp32", "fp16")  # fp16 only with the TensorRT EP (checked in compile)
+    precisions = ("fp32", "fp16")  # fp16 only with the TensorRT EP (checked in _check)
+    known_options = KNOWN_OPTIONS
+    copies_onnx = True  # the artifact is the portable ONNX; ORT optimizes when a session opens
 
-    def version(self) -> str:
-        return _ort().__version__
-
-    def compile(self, onnx_path, workdir, precision="fp32", threads=None, **options: Any) -> Artifact:
-        """Copy the ONNX, create one session to check it loads and time the graph optimization."""
-        ort = _ort()
-        unknown = set(options) - KNOWN_OPTIONS
-        if unknown:
-            raise InvalidConfigError(
-                f"onnxruntime: unknown options {sorted(unknown)}; known: {sorted(KNOWN_OPTIONS)}"
-            )
-        precision = self.check_precision(precision)
-        opts = {
-            "threads": self.check_threads(threads),
+    def _check(self, ort: Any, job: CompileJob) -> None:
+        options = job.requested
+        opts = job.options
+        opts.update({
             "providers": list(options.get("providers") or [CPU_EP]),
             "graph_optimization_level": options.get("graph_optimization_level", "all"),
             "inter_op_threads": int(options.get("inter_op_threads", 1)),
             "allow_spinning": options.get("allow_spinning"),
-        }
+        })
         if options.get("trt_options"):
             if not isinstance(options["trt_options"], dict):
                 raise InvalidConfigError("onnxruntime: trt_options must be a dict of TensorRT EP options")
@@ -195,53 +172,40 @@ class OnnxRuntimeRuntime(Runtime):
             raise CompileError(
                 f"onnxruntime providers {missing} are not available here; available: {available}"
             )
-        if precision == "fp16" and "TensorrtExecutionProvider" not in opts["providers"]:
+        if job.precision == "fp16" and TRT_EP not in opts["providers"]:
             raise UnsupportedPrecisionError(
                 "onnxruntime runs fp16 only through the TensorRT execution provider "
                 "(providers=['TensorrtExecutionProvider', ...]); the CPU/CUDA EPs would need an fp16 model"
             )
-        sha = self.onnx_sha256(onnx_path)
-        model = self.copy_onnx(onnx_path, workdir)
-        files = [str(model)]
+
+    def _build(self, ort: Any, job: CompileJob) -> tuple[Path, list[Path]]:
+        """Create one session to check the ONNX loads and time the graph optimization."""
+        model, opts = job.model, job.options
+        files = [model]
         optimized = None
-        if options.get("save_optimized"):
-            optimized = str(model.with_name("model.optimized.onnx"))
+        if job.requested.get("save_optimized"):
+            optimized = model.with_name("model.optimized.onnx")
             files.append(optimized)
         uses_trt = TRT_EP in opts["providers"]
-        t0 = time.perf_counter()
-        try:
+        with failing_as(f"onnxruntime could not load {job.onnx_path}"):
             sess = ort.InferenceSession(
                 str(model),
-                sess_options=_session_options(ort, opts, optimized),
-                providers=_providers(opts, precision, model.parent),
+                sess_options=_session_options(ort, opts, optimized and str(optimized)),
+                providers=_providers(opts, job.precision, model.parent),
             )
             if uses_trt:  # the EP may build engines on the first run: make compile_s include it
                 sess.run(None, _zero_feeds(sess))
-        except Exception as exc:
-            raise CompileError(f"onnxruntime could not load {onnx_path}: {exc}") from exc
-        compile_s = time.perf_counter() - t0
-        art = Artifact(
-            runtime=self.name,
-            path=str(model),
-            files=files,
-            precision=precision,
-            options=opts,
-            onnx_sha256=sha,
-            meta={
-                "runtime_version": ort.__version__,
-                "compile_s": compile_s,
-                "providers_used": list(sess.get_providers()),
-                "optimized_model": optimized and os.path.basename(optimized),
-                "compile_includes": "session creation" + (" and a first run (TensorRT engine build)"
-                                                          if uses_trt else ""),
-                **({"trt_cache_dir": TRT_CACHE_DIR} if uses_trt else {}),
-            },
-        )
-        art.save()
-        return art
+        job.meta.update({
+            "providers_used": list(sess.get_providers()),
+            "optimized_model": optimized and optimized.name,
+            "compile_includes": "session creation" + (" and a first run (TensorRT engine build)"
+                                                      if uses_trt else ""),
+            **({"trt_cache_dir": TRT_CACHE_DIR} if uses_trt else {}),
+        })
+        return model, files
 
     def _open(self, artifact: Artifact) -> Session:
-        return OnnxRuntimeSession(artifact)
+        return OnnxRuntimeSession(artifact, self.sdk())
 
 
 RUNTIME = OnnxRuntimeRuntime()

@@ -18,16 +18,11 @@ fp16 maps the target to its FP16 variant (cpu on ARM only: on x86 OpenCV falls b
 from __future__ import annotations
 
 import platform
-import time
+from pathlib import Path
 from typing import Any
 
-from edgeprune.errors import (
-    CompileError,
-    InvalidConfigError,
-    MissingDependencyError,
-    UnsupportedPrecisionError,
-)
-from edgeprune.runtimes.base import Artifact, Runtime, Session
+from edgeprune.errors import CompileError, InvalidConfigError, UnsupportedPrecisionError
+from edgeprune.runtimes.base import Artifact, CompileJob, Runtime, Session, failing_as
 from edgeprune.runtimes.onnx_info import io_specs, random_feeds, specs_from_meta, specs_to_meta
 
 BACKENDS = {
@@ -56,15 +51,7 @@ TARGETS = {
 }
 ENGINES = {"auto": "ENGINE_AUTO", "new": "ENGINE_NEW", "classic": "ENGINE_CLASSIC"}
 DEFAULT_BACKENDS = {"opencv", "default"}
-KNOWN_OPTIONS = {"backend", "target", "engine"}
-
-
-def _cv2():
-    try:
-        import cv2
-    except ImportError:
-        raise MissingDependencyError("cv2", "opencv") from None
-    return cv2
+KNOWN_OPTIONS = frozenset({"backend", "target", "engine"})
 
 
 def resolve_options(
@@ -127,9 +114,9 @@ def engine_of(net) -> str:
 
 
 class OpenCVSession(Session):
-    def __init__(self, artifact: Artifact) -> None:
+    def __init__(self, artifact: Artifact, cv2: Any) -> None:
         super().__init__(artifact)
-        self.cv2 = _cv2()
+        self.cv2 = cv2
         self.threads = artifact.options.get("threads")
         self._apply_threads()
         self.net = open_net(self.cv2, artifact.path, artifact.options)
@@ -162,38 +149,37 @@ class OpenCVSession(Session):
         self.net = None
 
 
+def _last_line(exc: BaseException) -> str:
+    """cv2.error messages are multi-line C++ traces; the last line says what failed."""
+    return str(exc).strip().splitlines()[-1]
+
+
 class OpenCVRuntime(Runtime):
     name = "opencv"
-    extra = "opencv"
     precisions = ("fp32", "fp16")
+    known_options = KNOWN_OPTIONS
+    copies_onnx = True  # OpenCV has no compiled format: the artifact is the ONNX plus meta
 
-    def version(self) -> str:
-        return _cv2().__version__
-
-    def compile(self, onnx_path, workdir, precision="fp32", threads=None, **options: Any) -> Artifact:
-        """Copy the ONNX, pick the engine, and run it once to prove the backend/target really work."""
-        cv2 = _cv2()
-        unknown = set(options) - KNOWN_OPTIONS
-        if unknown:
-            raise InvalidConfigError(
-                f"opencv: unknown options {sorted(unknown)}; known: {sorted(KNOWN_OPTIONS)}"
-            )
-        precision = self.check_precision(precision)
+    def _check(self, cv2: Any, job: CompileJob) -> None:
+        requested = job.requested
         opts = resolve_options(
-            options.get("backend", "opencv"),
-            options.get("target", "cpu"),
-            options.get("engine", "auto"),
-            precision,
+            requested.get("backend", "opencv"),
+            requested.get("target", "cpu"),
+            requested.get("engine", "auto"),
+            job.precision,
         )
-        reason = opts.pop("engine_reason")
-        opts["threads"] = self.check_threads(threads)
-        sha = self.onnx_sha256(onnx_path)
-        model = self.copy_onnx(onnx_path, workdir)
+        job.meta.update(engine_requested=requested.get("engine", "auto"),
+                        engine_reason=opts.pop("engine_reason"))
+        job.options.update(opts)
+
+    def _build(self, cv2: Any, job: CompileJob) -> tuple[Path, list[Path]]:
+        """Pick the engine, and run the model once to prove the backend/target really work."""
+        model, opts = job.model, job.options
         inputs, outputs = io_specs(model)
-        if threads:
-            cv2.setNumThreads(int(threads))
-        t0 = time.perf_counter()
-        try:
+        if job.threads:
+            cv2.setNumThreads(int(job.threads))
+        with failing_as(f"OpenCV DNN could not run {job.onnx_path} with backend '{opts['backend']}', target "
+                        f"'{opts['target']}', engine '{opts['engine']}'", catch=cv2.error, detail=_last_line):
             net = open_net(cv2, str(model), opts)
             engine = engine_of(net)
             for name, x in random_feeds(inputs).items():
@@ -205,35 +191,12 @@ class OpenCVRuntime(Runtime):
                 # the classic engine may name outputs after layers, not ONNX tensors
                 names = list(net.getUnconnectedOutLayersNames())
                 net.forward(names)
-        except cv2.error as exc:
-            raise CompileError(
-                f"OpenCV DNN could not run {onnx_path} with backend '{opts['backend']}', target "
-                f"'{opts['target']}', engine '{opts['engine']}': {str(exc).strip().splitlines()[-1]}"
-            ) from exc
-        compile_s = time.perf_counter() - t0
-        art = Artifact(
-            runtime=self.name,
-            path=str(model),
-            files=[str(model)],
-            precision=precision,
-            options=opts,
-            onnx_sha256=sha,
-            meta={
-                "runtime_version": cv2.__version__,
-                "compile_s": compile_s,
-                "engine": engine,
-                "engine_requested": options.get("engine", "auto"),
-                "engine_reason": reason,
-                "inputs": specs_to_meta(inputs),
-                "outputs": specs_to_meta(outputs),
-                "forward_names": names,
-            },
-        )
-        art.save()
-        return art
+        job.meta.update(engine=engine, inputs=specs_to_meta(inputs), outputs=specs_to_meta(outputs),
+                        forward_names=names)
+        return model, [model]
 
     def _open(self, artifact: Artifact) -> Session:
-        return OpenCVSession(artifact)
+        return OpenCVSession(artifact, self.sdk())
 
 
 RUNTIME = OpenCVRuntime()

@@ -18,24 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from edgeprune.errors import (
-    CompileError,
-    InvalidConfigError,
-    MissingDependencyError,
-    UnsupportedPrecisionError,
-)
-from edgeprune.runtimes.base import Artifact, Runtime, Session, TensorSpec
+from edgeprune.errors import CompileError, UnsupportedPrecisionError
+from edgeprune.runtimes.base import Artifact, CompileJob, Runtime, Session, TensorSpec, failing_as
 
 HINTS = {"fp32": ("f32", "FP32"), "fp16": ("f16", "FP16"), "bf16": ("bf16", "BF16")}
-KNOWN_OPTIONS = {"device", "performance_hint"}
-
-
-def _ov():
-    try:
-        import openvino
-    except ImportError:
-        raise MissingDependencyError("openvino", "openvino") from None
-    return openvino
+KNOWN_OPTIONS = frozenset({"device", "performance_hint"})
 
 
 def compile_config(precision: str, threads: int | None, hint: str = "LATENCY") -> dict:
@@ -52,9 +39,8 @@ def _type_name(t) -> str:
 
 
 class OpenVINOSession(Session):
-    def __init__(self, artifact: Artifact) -> None:
+    def __init__(self, artifact: Artifact, ov: Any) -> None:
         super().__init__(artifact)
-        ov = _ov()
         core = ov.Core()
         o = artifact.options
         self.compiled = core.compile_model(
@@ -95,82 +81,50 @@ class OpenVINOSession(Session):
 
 class OpenVINORuntime(Runtime):
     name = "openvino"
-    extra = "openvino"
     precisions = ("fp32", "fp16", "bf16")
-
-    def version(self) -> str:
-        return _ov().__version__
+    known_options = KNOWN_OPTIONS
 
     def capabilities(self, device: str = "CPU") -> list[str]:
         """The device's OPTIMIZATION_CAPABILITIES (FP32, FP16, BF16, INT8, ...)."""
-        return [str(c) for c in _ov().Core().get_property(device, "OPTIMIZATION_CAPABILITIES")]
+        return [str(c) for c in self.sdk().Core().get_property(device, "OPTIMIZATION_CAPABILITIES")]
 
-    def compile(self, onnx_path, workdir, precision="fp32", threads=None, **options: Any) -> Artifact:
-        """Convert ONNX to IR (fp32 weights) and compile it once to check and time it."""
-        ov = _ov()
-        unknown = set(options) - KNOWN_OPTIONS
-        if unknown:
-            raise InvalidConfigError(
-                f"openvino: unknown options {sorted(unknown)}; known: {sorted(KNOWN_OPTIONS)}"
-            )
+    def check_precision(self, precision: str) -> str:
         if str(precision).lower() == "int8":
             raise UnsupportedPrecisionError(
                 "openvino int8 needs a quantized model (e.g. NNCF post-training quantization); not built here"
             )
-        precision = self.check_precision(precision)
-        device = options.get("device", "CPU")
-        core = ov.Core()
-        if device not in core.available_devices:
-            raise CompileError(
-                f"OpenVINO device '{device}' not available; available: {core.available_devices}"
-            )
+        return super().check_precision(precision)
+
+    def _check(self, ov: Any, job: CompileJob) -> None:
+        device = job.requested.get("device", "CPU")
+        available = ov.Core().available_devices
+        if device not in available:
+            raise CompileError(f"OpenVINO device '{device}' not available; available: {available}")
         caps = self.capabilities(device)
-        if HINTS[precision][1] not in caps:
+        if HINTS[job.precision][1] not in caps:
             raise UnsupportedPrecisionError(
-                f"OpenVINO {device} does not support {precision} here; capabilities: {caps}"
+                f"OpenVINO {device} does not support {job.precision} here; capabilities: {caps}"
             )
-        opts = {
-            "threads": self.check_threads(threads),
-            "device": device,
-            "performance_hint": options.get("performance_hint", "LATENCY"),
-        }
-        sha = self.onnx_sha256(onnx_path)
-        out = Path(workdir)
-        out.mkdir(parents=True, exist_ok=True)
-        xml = out / "model.xml"
+        job.options.update(device=device, performance_hint=job.requested.get("performance_hint", "LATENCY"))
+        job.meta["capabilities"] = caps
+
+    def _build(self, ov: Any, job: CompileJob) -> tuple[Path, list[Path]]:
+        """Convert ONNX to IR (fp32 weights) and compile it once to check and time it."""
+        xml = job.workdir / "model.xml"
+        opts = job.options
         t0 = time.perf_counter()
-        try:
-            model = ov.convert_model(str(onnx_path))
+        with failing_as(f"OpenVINO could not convert {job.onnx_path}"):
+            model = ov.convert_model(str(job.onnx_path))
             ov.save_model(model, str(xml), compress_to_fp16=False)
-        except Exception as exc:
-            raise CompileError(f"OpenVINO could not convert {onnx_path}: {exc}") from exc
-        convert_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        try:
-            core.compile_model(str(xml), device, compile_config(precision, threads, opts["performance_hint"]))
-        except Exception as exc:
-            raise CompileError(f"OpenVINO could not compile {xml} for {device}: {exc}") from exc
-        compile_s = time.perf_counter() - t0
-        art = Artifact(
-            runtime=self.name,
-            path=str(xml),
-            files=[str(xml), str(xml.with_suffix(".bin"))],
-            precision=precision,
-            options=opts,
-            onnx_sha256=sha,
-            meta={
-                "runtime_version": ov.__version__,
-                "convert_s": convert_s,
-                "device_compile_s": compile_s,
-                "compile_s": convert_s + compile_s,
-                "capabilities": caps,
-            },
-        )
-        art.save()
-        return art
+        t1 = time.perf_counter()
+        with failing_as(f"OpenVINO could not compile {xml} for {opts['device']}"):
+            ov.Core().compile_model(str(xml), opts["device"],
+                                    compile_config(job.precision, job.threads, opts["performance_hint"]))
+        job.meta.update(convert_s=t1 - t0, device_compile_s=time.perf_counter() - t1)
+        return xml, [xml, xml.with_suffix(".bin")]
 
     def _open(self, artifact: Artifact) -> Session:
-        return OpenVINOSession(artifact)
+        return OpenVINOSession(artifact, self.sdk())
 
 
 RUNTIME = OpenVINORuntime()

@@ -52,6 +52,18 @@ def sdk_version(name: str) -> str | None:
     return str(version)
 
 
+def import_sdk(name: str):
+    """The SDK module of runtime ``name``; ``MissingDependencyError`` naming the extra when it is absent.
+
+    The one import guard of every backend: the package imports without any SDK, each backend asks
+    here on first use."""
+    entry = _entry(name)
+    try:
+        return importlib.import_module(entry.sdk_module)
+    except ImportError:
+        raise MissingDependencyError(entry.sdk_module, entry.extra) from None
+
+
 def available() -> list[str]:
     """Names of the runtimes whose SDK imports here."""
     return [n for n in RUNTIMES if sdk_version(n) is not None]

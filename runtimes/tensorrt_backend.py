@@ -16,33 +16,22 @@ buffers, device buffers, one stream, ``execute_async_v3``; usable from any threa
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgeprune.errors import (
-    CompileError,
-    IncompatibleArtifactError,
-    InvalidInputError,
-    MissingDependencyError,
-)
+from edgeprune.errors import CompileError, IncompatibleArtifactError, InvalidInputError
+from edgeprune.fileio import atomic_write_bytes, write_json
+from edgeprune.runtimes import registry, trtexec
 from edgeprune.runtimes import tensorrt_options as to
-from edgeprune.runtimes import trtexec
-from edgeprune.runtimes.base import GPU_NAME, Artifact, Runtime, Session, TensorSpec
+from edgeprune.runtimes.base import GPU_NAME, Artifact, CompileJob, Runtime, Session, TensorSpec
 from edgeprune.runtimes.cuda_runtime import get_cuda
-from edgeprune.runtimes.fileio import atomic_write_bytes, write_json
 
-
-def _trt():
-    try:
-        import tensorrt
-    except ImportError:
-        raise MissingDependencyError("tensorrt", "tensorrt") from None
-    return tensorrt
+_trt = functools.partial(registry.import_sdk, "tensorrt")  # the SDK, for module-level helpers
 
 
 _LOGGERS: dict = {}
@@ -282,81 +271,65 @@ class TensorRTSession(Session):
 
 
 class TensorRTRuntime(Runtime):
+    """``compile`` takes, besides the build options (``TrtBuildOptions``): ``builder`` ("python" or
+    "trtexec"), ``calibrator`` (INT8, Python builder) and ``device`` (CUDA device number); ``threads`` is
+    ignored (GPU)."""
+
     name = "tensorrt"
-    extra = "tensorrt"
     precisions = to.TRT_PRECISIONS
+    known_options = None  # TrtBuildOptions.from_options names the unknown ones
+    RUN_OPTIONS = ("builder", "calibrator", "device")
 
-    def version(self) -> str:
-        return _trt().__version__
-
-    def compile(
-        self,
-        onnx_path,
-        workdir,
-        precision="fp32",
-        threads=None,
-        builder: str = "python",
-        calibrator=None,
-        device: int = 0,
-        **options: Any,
-    ) -> Artifact:
-        """Build (or reuse a matching cached) engine; ``threads`` is ignored (GPU)."""
-        requested = self.check_precision(precision)
-        build = to.TrtBuildOptions.from_options(requested, **options)  # DLA: fp32 becomes fp16
+    def _check(self, trt: Any, job: CompileJob) -> None:
+        build_opts = {k: v for k, v in job.requested.items() if k not in self.RUN_OPTIONS}
+        build = to.TrtBuildOptions.from_options(job.precision, **build_opts)  # DLA: fp32 becomes fp16
+        builder = job.requested.get("builder", "python")
         if builder not in ("python", "trtexec"):
             raise CompileError(f"builder must be 'python' or 'trtexec', got {builder!r}")
-        to.check_int8_inputs(build, builder, calibrator is not None)
-        workdir = Path(workdir)
-        workdir.mkdir(parents=True, exist_ok=True)
-        sha = self.onnx_sha256(onnx_path)
-        t0 = time.perf_counter()
-        fields = current_fields(sha, build, device)
-        engine, reusable = to.resolve_engine(workdir, fields)
+        to.check_int8_inputs(build, builder, job.requested.get("calibrator") is not None)
+        if build.precision != job.precision:
+            job.meta["precision_note"] = (f"DLA runs fp16/int8 only: {job.precision} was built as "
+                                          f"{build.precision}")
+            job.precision = build.precision
+        job.options = {
+            "threads": None,
+            "device": job.requested.get("device", 0),
+            "builder": builder,
+            "build": {k: v for k, v in build.__dict__.items() if k != "precision"},
+        }
+
+    def _build(self, trt: Any, job: CompileJob) -> tuple[Path, list[Path]]:
+        """Build (or reuse a matching cached) engine named by its cache key, with its sidecar."""
+        build = to.TrtBuildOptions.from_options(job.precision, **job.options["build"])
+        builder, device = job.options["builder"], job.options["device"]
+        calibrator = job.requested.get("calibrator")
+        fields = current_fields(job.onnx_sha256, build, device)
+        engine, reusable = to.resolve_engine(job.workdir, fields)
         if not reusable:
             with get_cuda().current(device):
-                plan = self._build(onnx_path, build, builder, calibrator, engine)
+                plan = self._build_engine(job.onnx_path, build, builder, calibrator, engine)
             # a first INT8 build made its calibration cache just now: the key names it by content
-            fields = current_fields(sha, build, device)
+            fields = current_fields(job.onnx_sha256, build, device)
             if build.precision == "int8" and fields["options"].get("int8_calibration_sha256") is None:
                 raise CompileError(f"the calibrator wrote no cache to {build.int8_calibration_cache}; "
                                    "its write_calibration_cache must save what TensorRT hands it")
-            final, _ = to.resolve_engine(workdir, fields)
+            final, _ = to.resolve_engine(job.workdir, fields)
             if plan is not None:
                 atomic_write_bytes(final, plan)
             elif final != engine:
                 os.replace(engine, final)
             engine = final
             write_json(str(engine) + to.SIDECAR_SUFFIX, to.sidecar_for(fields, {"builder": builder}))
-        build_s = time.perf_counter() - t0
-        meta = {
-            "runtime_version": self.version(),
-            "compile_s": build_s,
+        job.meta.update({
             "cache_hit": reusable,
             "cache_key": to.cache_key(fields),
             GPU_NAME: fields["gpu_name"],
             "compute_capability": fields["compute_capability"],
             "cuda_path": get_cuda().name,
-        }
-        if build.precision != requested:
-            meta["precision_note"] = f"DLA runs fp16/int8 only: {requested} was built as {build.precision}"
-        art = Artifact(
-            runtime=self.name,
-            path=str(engine),
-            files=[str(engine), str(engine) + to.SIDECAR_SUFFIX],
-            precision=build.precision,
-            onnx_sha256=sha,
-            options={
-                "threads": None,
-                "device": device,
-                "builder": builder,
-                "build": {k: v for k, v in build.__dict__.items() if k != "precision"},
-            },
-            meta=meta,
-        )
-        art.save()
-        return art
+        })
+        return engine, [engine, Path(str(engine) + to.SIDECAR_SUFFIX)]
 
-    def _build(self, onnx_path, build: to.TrtBuildOptions, builder: str, calibrator, engine: Path):
+    def _build_engine(self, onnx_path, build: to.TrtBuildOptions, builder: str, calibrator, engine: Path):
         """Serialized engine bytes (Python builder), or None after trtexec saved it to ``engine``."""
         if builder == "python":
             return build_engine(str(onnx_path), build, calibrator)

@@ -209,7 +209,7 @@ def run(cmd: list[str], log_path: str | os.PathLike | None = None, timeout_s: fl
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
     log = proc.stdout + proc.stderr
     if log_path:
-        from edgeprune.runtimes.fileio import atomic_write_text
+        from edgeprune.fileio import atomic_write_text
 
         atomic_write_text(log_path, log)
     if proc.returncode != 0:

@@ -47,8 +47,38 @@ def test_device_side_imports_neither_torch_nor_host_modules(folder):
     assert bad == {}
 
 
+# what the on-device agent zipapp carries of the top-level package (devices/pack.py TOP_LEVEL)
+DEVICE_SIDE_TOP_LEVEL = ("edgeprune", "edgeprune.errors", "edgeprune.fileio", "edgeprune._lazy",
+                         "edgeprune._version")
+
+
+def _edgeprune_imports_outside_the_agent(paths: list[Path]) -> dict[str, list[str]]:
+    bad = {}
+    for p in paths:
+        found = sorted(m for m in _imports(p) if m.split(".")[0] == "edgeprune"
+                       and not m.startswith(("edgeprune.runtimes", "edgeprune.devices"))
+                       and m not in DEVICE_SIDE_TOP_LEVEL
+                       and not m.startswith(tuple(f"{t}." for t in DEVICE_SIDE_TOP_LEVEL[1:])))
+        if found:
+            bad[str(p)] = found
+    return bad
+
+
+def test_device_side_imports_only_what_the_agent_carries():
+    # runtimes/, devices/ and the top-level modules they use: nothing else of edgeprune, and no torch
+    paths = _sources("runtimes") + _sources("devices") + [ROOT / "edgeprune" / "fileio.py",
+                                                          ROOT / "edgeprune" / "errors.py"]
+    assert _edgeprune_imports_outside_the_agent(paths) == {}
+    for p in paths[-2:]:
+        assert not [m for m in _imports(p) if m.split(".")[0] == "torch"], p
+
+
 def test_the_checks_see_a_violation(tmp_path):
     # the AST reader must recognise both import forms, or the tests above could never fail
     f = tmp_path / "m.py"
     f.write_text("import torch.nn\nfrom edgeprune.cli import prune\n")
     assert {"torch.nn", "edgeprune.cli", "edgeprune.cli.prune"} <= _imports(f)
+    g = tmp_path / "g.py"
+    g.write_text("from edgeprune.fileio import write_json\nfrom edgeprune.export import export_onnx\n")
+    assert _edgeprune_imports_outside_the_agent([g]) == {str(g): ["edgeprune.export",
+                                                               "edgeprune.export.export_onnx"]}

@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from edgeprune.devices.pack import build_agent
-    from edgeprune.runtimes.fileio import sha256_file
+    from edgeprune.fileio import sha256_file
 
     path = build_agent(args.out, interpreter=args.python)
     print(f"{path}  {path.stat().st_size} bytes  sha256 {sha256_file(path)[:16]}")

@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from edgeprune.devices.field_check import run_field_check, summary_lines
-    from edgeprune.runtimes.fileio import read_json
+    from edgeprune.fileio import read_json
 
     def show(event: dict) -> None:
         if event.get("event") == "check":

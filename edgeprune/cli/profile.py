@@ -76,8 +76,8 @@ def run(args: argparse.Namespace) -> int:
         from edgeprune.devices.cli import run_device_profile
 
         return run_device_profile(args)
+    from edgeprune.fileio import write_json
     from edgeprune.runtimes.benchmark import format_table, profile_onnx
-    from edgeprune.runtimes.fileio import write_json
     from edgeprune.runtimes.profiling import ProfileConfig
 
     config = ProfileConfig(min_runs=args.min_runs, min_s=args.min_seconds, warmup_runs=args.warmup_runs)

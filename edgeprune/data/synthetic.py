@@ -21,7 +21,7 @@ import numpy as np
 
 from edgeprune.data.synthetic_draw import CLASSES, draw_defect, draw_distractors, lighting, texture
 from edgeprune.errors import InvalidDataError
-from edgeprune.runtimes.fileio import atomic_write_text
+from edgeprune.fileio import atomic_write_text
 
 __all__ = ["CLASSES", "generate", "generate_coco", "generate_image", "generate_video", "output_sha256"]
 

@@ -17,9 +17,9 @@ from typing import Any
 
 from edgeprune._version import __version__
 from edgeprune.errors import BundleError, EdgepruneError
+from edgeprune.fileio import sha256_file, write_json
 from edgeprune.runtimes.base import GPU_NAME
 from edgeprune.runtimes.bundle import FORMAT, FORMAT_VERSION, MANIFEST, read_manifest
-from edgeprune.runtimes.fileio import sha256_file, write_json
 from edgeprune.runtimes.model_io import ModelIO
 
 ONNX_NAME = "model.onnx"
@@ -91,7 +91,7 @@ def write_bundle(
         shutil.copyfile(onnx_path, tmp / ONNX_NAME)
         art_info = None
         if artifact is not None:
-            art_info = _copy_artifact(artifact, tmp / ARTIFACT_DIR)
+            art_info = _copy_artifact(artifact, tmp / ARTIFACT_DIR, tmp / ONNX_NAME)
         files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         manifest = {
             "format": FORMAT,
@@ -123,33 +123,40 @@ def write_bundle(
     return out_dir
 
 
-def _copy_artifact(artifact: Any, dest: Path) -> dict:
-    """Copy an Artifact's files into ``dest`` keeping their layout; returns the manifest's artifact entry."""
+def _copy_artifact(artifact: Any, dest: Path, model: Path) -> dict:
+    """Copy an Artifact's files into ``dest`` keeping their layout; returns the manifest's artifact entry.
+
+    A file with the bytes of the bundle's ``model`` (ONNX Runtime's and OpenCV's artifact is the ONNX
+    itself) is not copied: ``artifact.json`` points at the bundle's one copy (``../model.onnx``)."""
     from edgeprune.runtimes.base import Artifact
 
     src_dir = Path(artifact.path).resolve().parent
     dest.mkdir(parents=True)
-    new_files = []
+    model_sha = sha256_file(model)
+    placed = {}  # source file -> where the bundle holds it
     for f in artifact.files or [artifact.path]:
         f = Path(f).resolve()
+        if sha256_file(f) == model_sha:
+            placed[f] = model
+            continue
         try:
             rel = f.relative_to(src_dir)
         except ValueError:
             rel = Path(f.name)  # files outside the main file's folder are flattened
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(f, dest / rel)
-        new_files.append(str(dest / rel))
-    main = dest / Path(artifact.path).resolve().relative_to(src_dir)
-    copied = Artifact(
+        placed[f] = dest / rel
+    main_src = Path(artifact.path).resolve()
+    main = placed.get(main_src) or dest / main_src.relative_to(src_dir)
+    Artifact(
         runtime=artifact.runtime,
         path=str(main),
-        files=new_files,
+        files=[str(p) for p in placed.values()],
         precision=artifact.precision,
         options=dict(artifact.options),
         onnx_sha256=artifact.onnx_sha256,
         meta=dict(artifact.meta),
-    )
-    copied.save(dest)
+    ).save(dest)
     return {
         "dir": ARTIFACT_DIR,
         "runtime": artifact.runtime,

@@ -96,7 +96,7 @@ def validate(raw: Any, base: Path) -> SweepConfig:
 
 def load_config(path: str | Path) -> SweepConfig:
     """Read and validate a sweep YAML file."""
-    from edgeprune.runtimes.fileio import read_yaml_config
+    from edgeprune.fileio import read_yaml_config
 
     return validate(*read_yaml_config(path))
 

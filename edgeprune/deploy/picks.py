@@ -8,8 +8,8 @@ from typing import Any, Callable
 
 from edgeprune.deploy.bundle import write_bundle
 from edgeprune.errors import EdgepruneError
+from edgeprune.fileio import read_json, sha256_file, write_json
 from edgeprune.runtimes.base import Artifact
-from edgeprune.runtimes.fileio import read_json, sha256_file, write_json
 
 
 def _artifact_for(tr, cand_id: str) -> Artifact | None:

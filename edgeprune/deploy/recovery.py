@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edgeprune.errors import InvalidConfigError
-from edgeprune.runtimes.fileio import atomic_write_bytes, read_json, sha256_file, write_json
+from edgeprune.fileio import atomic_write_bytes, read_json, sha256_file, write_json
 
 
 @dataclass

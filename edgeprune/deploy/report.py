@@ -17,7 +17,7 @@ from typing import Any
 from edgeprune.deploy.accuracy import accuracy_lines, interval_of, metric_cell
 from edgeprune.deploy.predicted import prediction_line
 from edgeprune.deploy.refine import refinement_lines
-from edgeprune.runtimes.fileio import atomic_write_bytes, atomic_write_text, write_json
+from edgeprune.fileio import atomic_write_bytes, atomic_write_text, write_json
 
 KNEE_COLOR = "#d62728"
 

@@ -32,11 +32,11 @@ from edgeprune.deploy.device_pool import measure_devices_concurrently
 from edgeprune.deploy.knee import DEFAULT_TAU, KneePoint, KneeResult, select_knee
 from edgeprune.deploy.targets import Target, inversion_advice, targets_from_config
 from edgeprune.errors import EdgepruneError, InvalidConfigError
+from edgeprune.fileio import read_json, sha256_file, write_json
 from edgeprune.runlock import locks_run_dir
 from edgeprune.runtimes import registry
 from edgeprune.runtimes.base import Artifact
 from edgeprune.runtimes.compare import compare
-from edgeprune.runtimes.fileio import read_json, sha256_file, write_json
 from edgeprune.runtimes.profiling import LatencyStats, ProfileConfig
 
 # A pick must keep 90% of the unpruned model's primary metric unless told otherwise. Validation sets

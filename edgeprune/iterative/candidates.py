@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from edgeprune.errors import InvalidConfigError
-from edgeprune.runtimes.fileio import atomic_write_bytes, read_json
+from edgeprune.fileio import atomic_write_bytes, read_json
 
 _ITER_RE = re.compile(r"^iter_(\d+)$")
 

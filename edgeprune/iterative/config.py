@@ -234,7 +234,7 @@ def latency_models(cfg: PruneConfig, model: Any, example_inputs: Any) -> list:
 
 def load_config(path: str | Path) -> PruneConfig:
     """Read and validate a YAML config file."""
-    from edgeprune.runtimes.fileio import read_yaml_config
+    from edgeprune.fileio import read_yaml_config
 
     return validate(*read_yaml_config(path))
 

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from edgeprune.errors import InvalidConfigError
+from edgeprune.fileio import atomic_write_text, read_json, write_json
 from edgeprune.iterative.candidates import format_table, is_finished, iter_dir, replay, save_weights
 from edgeprune.iterative.executors import Executor
 from edgeprune.iterative.hashing import describe_callable, input_signature, state_dict_sha256
@@ -30,7 +31,6 @@ from edgeprune.iterative.selection import SelectionConfig, explain, select
 from edgeprune.iterative.sensitivity import DEFAULT_RATES, _evaluate, sensitivity
 from edgeprune.latency.snap import snap_rates
 from edgeprune.runlock import locks_run_dir
-from edgeprune.runtimes.fileio import atomic_write_text, read_json, write_json
 
 RUN_FORMAT = 1
 

@@ -29,10 +29,10 @@ import torch
 from torch import nn
 
 from edgeprune.errors import InvalidConfigError
+from edgeprune.fileio import atomic_write_bytes, read_json, write_json
 from edgeprune.iterative.executors import Executor, SerialExecutor, default_executor
 from edgeprune.iterative.hashing import describe_callable, input_signature, json_sha256, state_dict_sha256
 from edgeprune.iterative.table import SensitivityRow, SensitivityTable
-from edgeprune.runtimes.fileio import atomic_write_bytes, read_json, write_json
 
 CACHE_FORMAT = 1
 DEFAULT_RATES = (0.25, 0.5, 0.75)

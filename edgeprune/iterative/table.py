@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeprune.errors import InvalidConfigError
-from edgeprune.runtimes.fileio import atomic_write_bytes, atomic_write_text, read_json, write_json
+from edgeprune.fileio import atomic_write_bytes, atomic_write_text, read_json, write_json
 
 
 @dataclass

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from edgeprune.errors import EdgepruneError
+from edgeprune.fileio import read_json, write_json
 from edgeprune.latency.layers import (
     ConvLayer,
     channels_after,
@@ -42,7 +43,6 @@ from edgeprune.latency.layers import (
     grid,
     onnx_order,
 )
-from edgeprune.runtimes.fileio import read_json, write_json
 
 CACHE_FORMAT = 1
 OUT_FRACTIONS = (0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125)

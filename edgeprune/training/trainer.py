@@ -29,7 +29,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
 from edgeprune.errors import InvalidConfigError
-from edgeprune.runtimes.fileio import atomic_write_bytes
+from edgeprune.fileio import atomic_write_bytes
 
 Objective = Callable[[nn.Module, Any], "tuple[torch.Tensor, dict[str, float]]"]
 

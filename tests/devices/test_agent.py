@@ -40,8 +40,9 @@ def test_agent_archive_holds_only_torch_free_parts(agent_pyz, tmp_path):
     assert "edgeprune/runtimes/registry.py" in names and "edgeprune/devices/agent.py" in names
     assert "edgeprune/devices/profiles/jetson-agx-xavier.yaml" in names
     assert "edgeprune/_lazy.py" in names  # the lazy-attribute helper the packages' __init__ use
+    assert "edgeprune/fileio.py" in names  # atomic writes and hashing, used by both packages
     allowed = ("edgeprune/runtimes/", "edgeprune/devices/", "edgeprune/__init__.py", "edgeprune/_lazy.py",
-               "edgeprune/_version.py", "edgeprune/errors.py", "__main__.py")
+               "edgeprune/_version.py", "edgeprune/errors.py", "edgeprune/fileio.py", "__main__.py")
     assert all(n.startswith(allowed) for n in names), [n for n in names if not n.startswith(allowed)]
     assert not any("__pycache__" in n or "/pruning/" in n or "/models/" in n for n in names)
     # reproducible: the same code packs to the same bytes (the host skips re-uploading it)

@@ -19,10 +19,12 @@ from pathlib import Path
 
 import pytest
 
+from edgeprune.devices.pack import TOP_LEVEL
+
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = sorted(
     [*ROOT.glob("runtimes/**/*.py"), *ROOT.glob("devices/**/*.py")]
-    + [ROOT / "edgeprune" / n for n in ("__init__.py", "_lazy.py", "_version.py", "errors.py")]
+    + [ROOT / "edgeprune" / n for n in TOP_LEVEL]  # the top-level modules the agent zipapp carries
 )
 GENERIC_BUILTINS = {"dict", "list", "tuple", "set", "frozenset", "type"}
 ABC_NAMES = {"Mapping", "MutableMapping", "Sequence", "MutableSequence", "Iterable", "Iterator", "Callable",

@@ -14,6 +14,7 @@ import test_iterative_tinynet as tiny
 import torch
 
 from edgeprune.errors import InvalidConfigError
+from edgeprune.fileio import read_json
 from edgeprune.iterative import (
     LocalProcessExecutor,
     SerialExecutor,
@@ -22,7 +23,6 @@ from edgeprune.iterative import (
     sensitivity,
 )
 from edgeprune.pruning import kept_channels
-from edgeprune.runtimes.fileio import read_json
 
 HERE = Path(__file__).resolve().parent  # subprocesses get it as PYTHONPATH to import the tiny net
 X = torch.zeros(1, 3, tiny.IMG, tiny.IMG)

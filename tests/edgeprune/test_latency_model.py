@@ -123,8 +123,8 @@ def test_accuracy_and_rank_correlation():
 
 
 def test_loop_with_latency_selection_stops_at_the_knee(tmp_path):
+    from edgeprune.fileio import read_json
     from edgeprune.iterative import SelectionConfig, load_candidate
-    from edgeprune.runtimes.fileio import read_json
 
     lm = build(tmp_path)
     lm.name = "fake"
@@ -158,8 +158,8 @@ def test_loop_with_latency_selection_stops_at_the_knee(tmp_path):
 
 
 def test_snapping_in_the_loop_never_prunes_a_flat_step(tmp_path):
+    from edgeprune.fileio import read_json
     from edgeprune.iterative import SelectionConfig
-    from edgeprune.runtimes.fileio import read_json
 
     lm = build(tmp_path)
     lm.name = "fake"

@@ -9,9 +9,9 @@ from torch.utils.data import TensorDataset
 
 from edgeprune.deploy.recovery import RecoveryConfig, load_recovered, recover, recovery_dir
 from edgeprune.errors import InvalidConfigError
+from edgeprune.fileio import atomic_write_text
 from edgeprune.iterative.candidates import iter_dir, save_weights
 from edgeprune.pruning import PruningPlan
-from edgeprune.runtimes.fileio import atomic_write_text
 from edgeprune.training.finetune import make_config
 from edgeprune.training.trainer import Trainer
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -114,6 +115,24 @@ def test_detect_returns_boxes_in_original_pixels(tmp_path, shape, box):
         det.detect(image_with_box(shape, box))
         assert det.timings["calls"] == 2
         assert det.timings["avg_total_ms"] > 0
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "opencv", "openvino"])
+def test_bundle_holds_no_file_twice_and_runs_its_artifact(tmp_path, runtime):
+    if sdk_version(runtime) is None:
+        pytest.skip(f"{runtime} is not installed")
+    b = make_bundle(tmp_path, runtime=runtime)
+    by_hash: dict[str, list[str]] = {}
+    for p in sorted(b.rglob("*")):
+        if p.is_file():
+            digest = hashlib.sha256(p.read_bytes()).hexdigest()
+            by_hash.setdefault(digest, []).append(p.relative_to(b).as_posix())
+    assert [names for names in by_hash.values() if len(names) > 1] == []
+    with load_bundle(b) as det:
+        assert det.artifact_source == "bundle"
+        check_box(det.detect(image_with_box()))
+        if runtime != "openvino":  # the artifact is the ONNX: the bundle's one copy, hash-checked
+            assert Path(det.session.artifact.path) == (b / "model.onnx").resolve()
 
 
 def test_threshold_override_drops_detection(tmp_path):

@@ -79,7 +79,7 @@ def test_artifact_files_must_be_hashed_bundle_files(tmp_path):
 
 
 def _sha(p: Path) -> str:
-    from edgeprune.runtimes.fileio import sha256_file
+    from edgeprune.fileio import sha256_file
 
     return sha256_file(p)
 

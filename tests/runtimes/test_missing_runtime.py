@@ -7,35 +7,34 @@ import pytest
 from edgeprune.errors import MissingDependencyError
 from edgeprune.runtimes import registry
 
+# runtime, SDK module, extra: written out here, not read from the registry the code under test uses
+SDKS = [
+    ("onnxruntime", "onnxruntime", "onnxruntime"),
+    ("openvino", "openvino", "openvino"),
+    ("opencv", "cv2", "opencv"),
+    ("tensorrt", "tensorrt", "tensorrt"),
+]
 
-@pytest.mark.parametrize(
-    "name,module,extra",
-    [
-        ("onnxruntime", "onnxruntime", "onnxruntime"),
-        ("openvino", "openvino", "openvino"),
-        ("opencv", "cv2", "opencv"),
-        ("tensorrt", "tensorrt", "tensorrt"),
-    ],
-)
+
+@pytest.mark.parametrize("name,module,extra", SDKS)
 def test_get_names_the_extra(monkeypatch, name, module, extra):
     monkeypatch.setitem(sys.modules, module, None)  # makes `import module` raise ImportError
     with pytest.raises(MissingDependencyError, match=rf"pip install 'edgeprune\[{extra}\]'"):
         registry.get(name)
 
 
-def test_backend_import_guards(monkeypatch):
-    from edgeprune.runtimes import onnxruntime_backend, opencv_backend, openvino_backend
+@pytest.mark.parametrize("name,module,extra", SDKS)
+def test_backend_import_guard_comes_from_the_registry(monkeypatch, tmp_path, tiny_onnx, name, module, extra):
+    import importlib
 
-    for mod, fn, extra in (
-        (onnxruntime_backend, "_ort", "onnxruntime"),
-        (openvino_backend, "_ov", "openvino"),
-        (opencv_backend, "_cv2", "opencv"),
-    ):
-        sdk = {"_ort": "onnxruntime", "_ov": "openvino", "_cv2": "cv2"}[fn]
-        monkeypatch.setitem(sys.modules, sdk, None)
+    backend = importlib.import_module(f"edgeprune.runtimes.{registry.RUNTIMES[name].backend}").RUNTIME
+    onnx = tiny_onnx[0]
+    monkeypatch.setitem(sys.modules, module, None)
+    for call in (backend.sdk, backend.version, lambda: backend.compile(onnx, tmp_path / "w")):
         with pytest.raises(MissingDependencyError) as err:
-            getattr(mod, fn)()
-        assert err.value.extra == extra
+            call()
+        assert err.value.extra == extra and f"edgeprune[{extra}]" in str(err.value)
+    assert not (tmp_path / "w").exists(), "a missing SDK is found before anything is written"
 
 
 def test_backends_import_without_their_sdk_and_without_torch(monkeypatch):

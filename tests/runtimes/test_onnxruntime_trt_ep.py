@@ -52,7 +52,7 @@ def fake_ort(sessions: list, runs: list):
 def test_trt_ep_caches_in_the_artifact_folder_and_compile_includes_the_first_run(tmp_path, monkeypatch):
     pytest.importorskip("onnxruntime")
     sessions, runs = [], []
-    monkeypatch.setattr(ob, "_ort", lambda: fake_ort(sessions, runs))
+    monkeypatch.setattr(ob.OnnxRuntimeRuntime, "sdk", lambda self: fake_ort(sessions, runs))
     onnx = make_conv_relu(tmp_path / "m.onnx")[0]
     rt = ob.OnnxRuntimeRuntime()
     art = rt.compile(onnx, tmp_path / "art", precision="fp16",
@@ -81,7 +81,7 @@ def test_trt_ep_caches_in_the_artifact_folder_and_compile_includes_the_first_run
 def test_cpu_only_compile_does_not_run_and_bad_trt_options_are_refused(tmp_path, monkeypatch):
     pytest.importorskip("onnxruntime")
     sessions, runs = [], []
-    monkeypatch.setattr(ob, "_ort", lambda: fake_ort(sessions, runs))
+    monkeypatch.setattr(ob.OnnxRuntimeRuntime, "sdk", lambda self: fake_ort(sessions, runs))
     onnx = make_conv_relu(tmp_path / "m.onnx")[0]
     rt = ob.OnnxRuntimeRuntime()
     art = rt.compile(onnx, tmp_path / "cpu")

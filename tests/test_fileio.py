@@ -1,6 +1,6 @@
 import hashlib
 
-from edgeprune.runtimes.fileio import atomic_write_text, read_json, sha256_file, write_json
+from edgeprune.fileio import atomic_write_text, read_json, sha256_file, write_json
 
 
 def test_atomic_write_replaces_and_leaves_no_temp(tmp_path):
