@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Load the config, run the sweep, print each target's table with the knee marked."""
     from edgeprune.deploy import config as sweep_config
-    from edgeprune.deploy.report import summary_text
+    from edgeprune.deploy.report_markdown import summary_text
     from edgeprune.deploy.sweep import run_img_size, sweep
 
     cfg = sweep_config.load_config(args.config)
