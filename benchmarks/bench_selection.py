@@ -42,8 +42,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from edgeprune.demo import _dataset
     from edgeprune.deploy import sweep
+    from edgeprune.deploy.candidate_files import candidates_from_run, metric_interval
     from edgeprune.deploy.predicted import build_models
-    from edgeprune.deploy.sweep import candidates_from_run, metric_interval
     from edgeprune.deploy.targets import targets_from_config
     from edgeprune.evaluation import DetectionEvaluator
     from edgeprune.iterative import SelectionConfig, iterative_prune

@@ -103,7 +103,7 @@ def run_demo(cfg: DemoConfig, fresh: bool = False) -> dict:
     import torch
 
     from edgeprune.deploy import sweep
-    from edgeprune.deploy.report import summary_text
+    from edgeprune.deploy.report_markdown import summary_text
     from edgeprune.evaluation import DetectionEvaluator
     from edgeprune.iterative import SelectionConfig, iterative_prune
     from edgeprune.iterative.executors import default_executor

@@ -21,8 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Load the config, run the sweep, print each target's table with the knee marked."""
     from edgeprune.deploy import config as sweep_config
-    from edgeprune.deploy.report import summary_text
-    from edgeprune.deploy.sweep import run_img_size, sweep
+    from edgeprune.deploy.report_markdown import summary_text
+    from edgeprune.deploy.sweep import BundleOptions, KneeOptions, run_img_size, sweep
 
     cfg = sweep_config.load_config(args.config)
     run_dir, factory, size = sweep_config.resolve_run(cfg)
@@ -34,11 +34,12 @@ def run(args: argparse.Namespace) -> int:
     if raw.get("evaluate_pick"):
         ev = raw["evaluate_pick"]
         evaluator = sweep_config.DatasetPickEvaluator(cfg.path(ev["data"]), size, ev.get("max_images"))
+    knee = KneeOptions(tau=float(raw.get("tau", 0.03)), accuracy_floor=raw.get("accuracy_floor"),
+                       accuracy_floor_rel=raw.get("accuracy_floor_rel"))
     res = sweep(
-        run_dir, raw["targets"], cfg.path(raw["out_dir"]), model_factory=factory, img_size=size,
-        evaluator=evaluator, tau=float(raw.get("tau", 0.03)), accuracy_floor=raw.get("accuracy_floor"),
-        accuracy_floor_rel=raw.get("accuracy_floor_rel"), profile_config=raw.get("profile"),
-        fresh=args.fresh, postprocess=raw.get("postprocess"),
+        run_dir, raw["targets"], cfg.path(raw["out_dir"]), model_factory=factory, img_size=size, knee=knee,
+        bundle=BundleOptions(evaluator=evaluator, postprocess=raw.get("postprocess")),
+        profile_config=raw.get("profile"), fresh=args.fresh,
         latency_cache=cfg.path(raw["latency_cache"]) if raw.get("latency_cache") else None,
         refine=bool(raw.get("refine", False)),
     )

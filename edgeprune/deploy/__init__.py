@@ -8,14 +8,17 @@ res.targets["onnxruntime-fp32-t2"].knee.candidate_id
 """
 
 from edgeprune.deploy.bundle import write_bundle
+from edgeprune.deploy.candidate_files import SweepCandidate
 from edgeprune.deploy.knee import KneePoint, KneeResult, find_inversions, select_knee
-from edgeprune.deploy.sweep import Candidate, SweepResult, TargetResult, sweep
+from edgeprune.deploy.sweep import BundleOptions, KneeOptions, SweepResult, TargetResult, sweep
 from edgeprune.deploy.targets import Target, target_from_config, targets_from_config
 
 __all__ = [
-    "Candidate",
+    "BundleOptions",
+    "KneeOptions",
     "KneePoint",
     "KneeResult",
+    "SweepCandidate",
     "SweepResult",
     "Target",
     "TargetResult",

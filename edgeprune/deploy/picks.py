@@ -54,12 +54,11 @@ def _recovered(res, tr, cand, recovery: Callable | None):
     rc, info = got
     art = None
     if rc is not cand and not tr.target.remote:
-        import importlib
+        from edgeprune.deploy.candidate_files import compile_cached
+        from edgeprune.runtimes import registry
 
-        sweep_mod = importlib.import_module("edgeprune.deploy.sweep")  # the module, not the function
-        rt = sweep_mod.get_runtime(tr.target.runtime)
         workdir = res.out_dir / "compiled" / tr.target.name / rc.id
-        art, _ = sweep_mod._compile_cached(rt, tr.target, rc, workdir)
+        art, _ = compile_cached(registry.get(tr.target.runtime), tr.target, rc, workdir)
     elif rc is cand:
         art = _artifact_for(tr, cand.id)
     return rc, art, info

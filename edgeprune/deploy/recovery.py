@@ -228,12 +228,12 @@ def recovery_hook(
     Each pick is recovered once (targets that agree share it) and exported beside the sweep's
     candidates as ``<id>-recovered``; the unpruned candidate (``iter_00``) is left as it is.
     """
-    from edgeprune.deploy.sweep import Candidate, export_candidates
+    from edgeprune.deploy.candidate_files import SweepCandidate, export_candidates
 
     size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
     done: dict[str, Any] = {}
 
-    def hook(cand: Candidate):
+    def hook(cand: SweepCandidate):
         if cand.id in done:
             return done[cand.id]
         if not cand.id.startswith("iter_") or not cand.id[5:].isdigit():
@@ -251,7 +251,7 @@ def recovery_hook(
             done[cand.id] = (cand, info)
             return done[cand.id]
         best = recovery_dir(run_dir, it) / "best.pt"
-        rc = Candidate(id=f"{cand.id}-recovered", sparsity=cand.sparsity,
+        rc = SweepCandidate(id=f"{cand.id}-recovered", sparsity=cand.sparsity,
                        model=load_recovered(run_dir, it, model_factory), params=cand.params, flops=cand.flops,
                        metrics=dict(state["after"]), primary=cand.primary, plan_sha256=cand.plan_sha256,
                        cache_key=f"recovered-{sha256_file(best)[:32]}")

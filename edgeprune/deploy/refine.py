@@ -81,7 +81,8 @@ def refine_target(res: Any, tr: Any, example_inputs: Any, evaluator: Any = None,
                   fractions: Sequence[float] = FRACTIONS, floor: float | None = None) -> dict | None:
     """Refine one target's knee (see the module docstring); returns the record stored in the report."""
     from edgeprune.complexity import count_params
-    from edgeprune.deploy.sweep import Candidate, export_candidates, measure_target
+    from edgeprune.deploy.candidate_files import SweepCandidate, export_candidates
+    from edgeprune.deploy.measure import measure_target
     from edgeprune.deploy.targets import Target
     from edgeprune.runtimes.profiling import LatencyStats, ProfileConfig
 
@@ -103,12 +104,12 @@ def refine_target(res: Any, tr: Any, example_inputs: Any, evaluator: Any = None,
         primary = a.primary
         if primary and primary not in metrics and a.metric is not None and b.metric is not None:
             metrics = {primary: min(a.metric, b.metric)}  # assumed, see the module docstring
-        refined.append(Candidate(f"{a.id}-r{int(round(t * 100)):02d}", sparsity, model=m, params=params,
-                                 metrics=metrics, primary=primary))
+        refined.append(SweepCandidate(f"{a.id}-r{int(round(t * 100)):02d}", sparsity, model=m,
+                                      params=params, metrics=metrics, primary=primary))
     out_dir = res.out_dir / "refine" / tr.target.name
     export_candidates(refined, out_dir, tuple(example_inputs.shape[-2:]), example_inputs)
-    pair_cands = [Candidate(c.id, c.sparsity, onnx_path=c.onnx_path, params=c.params, metrics=c.metrics,
-                            primary=c.primary) for c in (a, b)]
+    pair_cands = [SweepCandidate(c.id, c.sparsity, onnx_path=c.onnx_path, params=c.params,
+                                 metrics=c.metrics, primary=c.primary) for c in (a, b)]
     cands = sorted([*pair_cands, *refined], key=lambda c: c.sparsity)
     t = tr.target
     sub = Target(f"{t.name}-refine", t.runtime, t.precision, t.threads, dict(t.options), t.device, t.host,

@@ -45,6 +45,7 @@ def run_prune_config(config: str | Path | prune_config.PruneConfig, fresh: bool 
     import torch
 
     from edgeprune.iterative.loop import iterative_prune
+    from edgeprune.iterative.options import LatencyOptions, PruneOptions, StopCriteria
     from edgeprune.iterative.selection import SelectionConfig
 
     cfg = config if isinstance(config, prune_config.PruneConfig) else prune_config.load_config(config)
@@ -60,25 +61,19 @@ def run_prune_config(config: str | Path | prune_config.PruneConfig, fresh: bool 
     executor = executor if executor is not None else build_executor(cfg)
     x = torch.zeros(1, 3, size, size)
     lat = cfg.section("latency")
-    return iterative_prune(
-        model, x, evaluator, finetune,
-        run_dir=cfg.run_dir,
-        iterations=tgt.get("iterations"),
-        target_param_sparsity=tgt.get("param_sparsity"),
-        target_flops_sparsity=tgt.get("flops_sparsity"),
-        metric_floor=tgt.get("metric_floor"),
+    stop = StopCriteria(iterations=tgt.get("iterations"), param_sparsity=tgt.get("param_sparsity"),
+                        flops_sparsity=tgt.get("flops_sparsity"), metric_floor=tgt.get("metric_floor"))
+    scores = {k: sel[k] for k in ("k", "n_params", "n_flops", "n_latency") if k in sel}
+    prune = PruneOptions(
         finetune_steps=int(ft.get("steps", 200)),
-        selection=SelectionConfig(**{k: sel[k] for k in ("k", "n_params", "n_flops", "n_latency")
-                                     if k in sel}),
+        selection=SelectionConfig(**scores),
         rates=tuple(sel.get("rates", (0.25, 0.5, 0.75))),
         criterion=sel.get("criterion", "l2"),
         round_to=int(sel.get("round_to", 8)),
-        executor=executor,
-        progress=progress,
         seed=int(cfg.raw.get("seed", 0)),
-        fresh=fresh,
-        latency_models=prune_config.latency_models(cfg, model, x),
-        until_knee=bool(lat.get("until_knee", False)),
-        knee_tau=float(lat.get("knee_tau", 0.03)),
-        snap=bool(lat.get("snap", True)),
     )
+    latency = LatencyOptions(models=prune_config.latency_models(cfg, model, x),
+                             until_knee=bool(lat.get("until_knee", False)),
+                             knee_tau=float(lat.get("knee_tau", 0.03)), snap=bool(lat.get("snap", True)))
+    return iterative_prune(model, x, evaluator, finetune, run_dir=cfg.run_dir, stop=stop, prune=prune,
+                           latency=latency, executor=executor, progress=progress, fresh=fresh)

@@ -9,6 +9,7 @@ import time
 import pytest
 from sweep_helpers import conv_candidate
 
+from edgeprune.deploy import SweepCandidate
 from edgeprune.deploy.device_pool import device_key, measure_devices_concurrently
 from edgeprune.deploy.targets import targets_from_config
 from edgeprune.errors import DeviceUnreachableError
@@ -75,7 +76,7 @@ def test_sweep_measures_devices_at_once_and_keeps_going_past_a_failed_one(tmp_pa
     for width, sparsity in ((16, 0.0), (8, 0.5)):
         path = tmp_path / f"c{width}.onnx"
         conv_candidate(path, width)
-        cands.append(sweep_mod.Candidate(f"c{width}", sparsity=sparsity, onnx_path=str(path)))
+        cands.append(SweepCandidate(f"c{width}", sparsity=sparsity, onnx_path=str(path)))
     rec = Recorder(fail="nx")
     monkeypatch.setattr(sweep_mod, "measure_target", lambda t, c, *a, **k: rec(t, c))
     res = sweep_mod.sweep(cands, TARGETS, tmp_path / "out", bundles=False, report=False)

@@ -109,26 +109,26 @@ def test_run_folder_and_candidates_replay_identically(tmp_path):
                              selection=SelectionConfig(k=4, n_params=2, n_flops=1))
     run = tmp_path / "run"
     cands = list_candidates(run)
-    assert [c["iteration"] for c in cands] == [0, 1, 2] and result.final_iteration == 2
-    assert read_json(run / "candidates.json")[2]["params"] == cands[2]["params"]
-    assert read_json(run / "run.json")["baseline"]["params"] == cands[0]["params"]
-    assert cands[0]["param_sparsity"] == 0.0
-    assert 0 < cands[1]["param_sparsity"] < cands[2]["param_sparsity"]
-    assert 0 < cands[1]["flops_sparsity"] < cands[2]["flops_sparsity"]
+    assert [c.iteration for c in cands] == [0, 1, 2] and result.final_iteration == 2
+    assert read_json(run / "candidates.json")[2]["params"] == cands[2].params
+    assert read_json(run / "run.json")["baseline"]["params"] == cands[0].params
+    assert cands[0].param_sparsity == 0.0
+    assert 0 < cands[1].param_sparsity < cands[2].param_sparsity
+    assert 0 < cands[1].flops_sparsity < cands[2].flops_sparsity
     for c in cands[1:]:
-        assert 1 <= len(c["selected"]) <= 3
-        assert {"sensitivity", "prune", "finetune", "evaluate"} <= set(c["seconds"])
-        assert (run / f"iter_{c['iteration']:02d}" / "sensitivity").is_dir()
+        assert 1 <= len(c.selected) <= 3
+        assert {"sensitivity", "prune", "finetune", "evaluate"} <= set(c.seconds)
+        assert (run / f"iter_{c.iteration:02d}" / "sensitivity").is_dir()
     for i, c in enumerate(cands):
         model = load_candidate(run, i, tiny.tiny_model)
         from edgeprune.complexity import count_params
 
-        assert count_params(model) == c["params"]
+        assert count_params(model) == c.params
         expected = tiny.tiny_model()(tiny.probe()) if i == 0 else ft.outputs[i - 1]
         with torch.no_grad():
             assert torch.equal(model(tiny.probe()), expected)
         # The metric recorded is the metric of the model the plan replays to.
-        assert tiny.TinyEvaluator(teacher)(model)["fidelity"] == c["metric"]
+        assert tiny.TinyEvaluator(teacher)(model)["fidelity"] == c.metric
     with torch.no_grad():
         assert torch.equal(result.model(tiny.probe()), ft.outputs[-1])
     assert "| 2 |" in result.table()
@@ -145,7 +145,7 @@ def test_resume_skips_finished_work_and_refuses_other_configs(tmp_path):
     kwargs = dict(run_dir=run, finetune_steps=6, executor=SerialExecutor(), progress=False,
                   selection=SelectionConfig(k=4, n_params=2, n_flops=1))
     result = iterative_prune(tiny.tiny_model(), X, ev, ft, iterations=2, **kwargs)
-    assert [c["iteration"] for c in result.candidates] == [0, 1, 2]
+    assert [c.iteration for c in result.candidates] == [0, 1, 2]
     assert ft.calls == 1  # only iteration 2 was fine-tuned
 
     with pytest.raises(InvalidConfigError, match="differing keys: criterion, round_to"):
@@ -153,20 +153,20 @@ def test_resume_skips_finished_work_and_refuses_other_configs(tmp_path):
     with pytest.raises(InvalidConfigError, match="weights_sha256"):
         iterative_prune(tiny.tiny_model(seed=5), X, ev, ft, iterations=2, **kwargs)
     fresh = iterative_prune(tiny.tiny_model(), X, ev, ft, iterations=1, criterion="l1", fresh=True, **kwargs)
-    assert [c["iteration"] for c in fresh.candidates] == [0, 1]
+    assert [c.iteration for c in fresh.candidates] == [0, 1]
     moved = [p for p in tmp_path.iterdir() if p.name.startswith("run.old-")]
     assert len(moved) == 1 and (moved[0] / "iter_02" / "metrics.json").exists()
 
 
 def test_metric_floor_keeps_last_candidate_above_it(tmp_path):
     probe_run = tiny.run_tiny(tmp_path / "probe", 3)
-    metrics = [c["metric"] for c in probe_run.candidates]
+    metrics = [c.metric for c in probe_run.candidates]
     assert metrics[3] < metrics[0]
     # A floor just under candidate 1: the loop must stop at the first candidate below it.
     floor = metrics[1] - 1e-9
     first_below = next(i for i, m in enumerate(metrics) if m < floor)
     result = tiny.run_tiny(tmp_path / "floor", None, metric_floor=floor)
-    assert result.candidates[-1]["iteration"] == first_below
+    assert result.candidates[-1].iteration == first_below
     assert result.final_iteration == first_below - 1
     assert "below the floor" in result.stop_reason
 
@@ -226,12 +226,12 @@ def test_sigkilled_run_resumes_to_the_same_candidates(tmp_path):
     assert p.returncode == 0, p.stderr[-2000:]
 
     a, b = list_candidates(ref), list_candidates(killed)
-    assert [c["iteration"] for c in a] == [c["iteration"] for c in b] == [0, 1, 2, 3]
+    assert [c.iteration for c in a] == [c.iteration for c in b] == [0, 1, 2, 3]
     for ca, cb in zip(a, b):
-        it = f"iter_{ca['iteration']:02d}"
+        it = f"iter_{ca.iteration:02d}"
         assert (ref / it / "plan.json").read_text() == (killed / it / "plan.json").read_text()
         wa = torch.load(ref / it / "weights.pt", weights_only=True)
         wb = torch.load(killed / it / "weights.pt", weights_only=True)
         assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
-        assert (ca["metric"], ca["params"], ca["flops"], ca["selected"]) == \
-               (cb["metric"], cb["params"], cb["flops"], cb["selected"])
+        assert (ca.metric, ca.params, ca.flops, ca.selected) == \
+               (cb.metric, cb.params, cb.flops, cb.selected)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from edgeprune.deploy.candidate_files import SweepCandidate, metric_interval
 from edgeprune.deploy.knee import KneePoint, select_knee
-from edgeprune.deploy.sweep import Candidate, metric_interval
 
 
 def _pts(intervals):
@@ -25,7 +25,7 @@ def test_floor_excludes_only_candidates_measurably_below_it():
 
 
 def test_interval_is_read_from_the_candidate_metrics():
-    c = Candidate("a", 0.1, metrics={"mAP50-95": 0.3, "mAP50-95_low": 0.25, "mAP50-95_high": 0.34},
+    c = SweepCandidate("a", 0.1, metrics={"mAP50-95": 0.3, "mAP50-95_low": 0.25, "mAP50-95_high": 0.34},
                   primary="mAP50-95")
     assert metric_interval(c) == (0.25, 0.34)
-    assert metric_interval(Candidate("b", 0.1, metrics={"mAP50-95": 0.3}, primary="mAP50-95")) is None
+    assert metric_interval(SweepCandidate("b", 0.1, metrics={"mAP50-95": 0.3}, primary="mAP50-95")) is None

@@ -62,8 +62,8 @@ def test_refine_target_measures_interpolated_plans_side_by_side(tmp_path):
     import torch
 
     import edgeprune as ep
+    from edgeprune.deploy import SweepCandidate, SweepResult, TargetResult
     from edgeprune.deploy.refine import refine_target, refinement_lines
-    from edgeprune.deploy.sweep import Candidate, SweepResult, TargetResult
     from edgeprune.deploy.targets import target_from_config
 
     torch.manual_seed(0)
@@ -71,10 +71,10 @@ def test_refine_target_measures_interpolated_plans_side_by_side(tmp_path):
     x = torch.zeros(1, 3, 64, 64)
     pruned = ep.prune(copy.deepcopy(base), x, sparsity=0.5, round_to=8).eval()
     params = [ep.count_params(m) for m in (base, pruned)]
-    cands = [Candidate("iter_00", 0.0, model=base, params=params[0], metrics={"m": 0.5}, primary="m"),
-             Candidate("iter_01", 1 - params[1] / params[0], model=pruned, params=params[1],
-                       metrics={"m": 0.4}, primary="m")]
-    from edgeprune.deploy.sweep import export_candidates
+    cands = [SweepCandidate("iter_00", 0.0, model=base, params=params[0], metrics={"m": 0.5}, primary="m"),
+             SweepCandidate("iter_01", 1 - params[1] / params[0], model=pruned, params=params[1],
+                            metrics={"m": 0.4}, primary="m")]
+    from edgeprune.deploy.candidate_files import export_candidates
 
     export_candidates(cands, tmp_path, (64, 64), x)
     knee = select_knee([KneePoint("iter_00", 0.0, [10.0] * 5, 0.5),

@@ -134,11 +134,11 @@ def test_loop_with_latency_selection_stops_at_the_knee(tmp_path):
     assert "knee" in res.stop_reason or "stopped improving" in res.stop_reason
     assert 2 <= len(cands) <= 8
     for c in cands:  # the prediction recorded per candidate is the fake target's true latency
-        model = load_candidate(tmp_path / "run", c["iteration"], tiny.tiny_model)
-        path = tmp_path / f"c{c['iteration']}.onnx"
+        model = load_candidate(tmp_path / "run", c.iteration, tiny.tiny_model)
+        path = tmp_path / f"c{c.iteration}.onnx"
         _torch_export(model.eval(), X, path, 17)
-        assert c["predicted_ms"]["fake"] == pytest.approx(fake.onnx_ms(path)[0] + fake.FIXED_MS, rel=1e-6)
-    ms = [c["predicted_ms"]["fake"] for c in cands]
+        assert c.predicted_ms["fake"] == pytest.approx(fake.onnx_ms(path)[0] + fake.FIXED_MS, rel=1e-6)
+    ms = [c.predicted_ms["fake"] for c in cands]
     assert all(b < a for a, b in zip(ms, ms[1:])), ms  # every step chosen by latency saved latency
     sel = read_json(tmp_path / "run" / "iter_01" / "selection.json")
     assert sel["explain"] and all(e["latency_saved"] > 0 for e in sel["explain"])
@@ -146,7 +146,7 @@ def test_loop_with_latency_selection_stops_at_the_knee(tmp_path):
         assert ms[-2] - ms[-1] <= 0.03 * ms[-2]
         return
     # else the selection came back empty: no group at any rate saves latency on the step function
-    last = load_candidate(tmp_path / "run", cands[-1]["iteration"], tiny.tiny_model)
+    last = load_candidate(tmp_path / "run", cands[-1].iteration, tiny.tiny_model)
     graph = ep.trace(last, X)
     cur = latency.channels_of_model(last, lm.layers)
     now = lm.predict(cur)

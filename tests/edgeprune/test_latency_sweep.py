@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import latency_helpers as fake
+import numpy as np
 import pytest
 import test_iterative_tinynet as tiny
 import torch
@@ -13,7 +14,7 @@ from sweep_helpers import conv_candidate
 from torch import nn
 
 from edgeprune import latency
-from edgeprune.deploy import Candidate, sweep
+from edgeprune.deploy import SweepCandidate, sweep
 from edgeprune.deploy.targets import target_from_config
 from edgeprune.runtimes import get
 from edgeprune.runtimes.profiling import ProfileConfig
@@ -38,8 +39,8 @@ def test_sweep_reports_predicted_beside_measured(tmp_path):
     lm = latency.build_latency_model(ThreeConv(), torch.zeros(1, 3, 32, 32), fake.FakeProfiler(),
                                      cache_dir=tmp_path / "cache", progress=False)
     widths = {"c0": 48, "c1": 32, "c2": 16}
-    cands = [Candidate(cid, sparsity=k / 4, onnx_path=conv_candidate(tmp_path / f"{cid}.onnx", w),
-                       metrics={"m": 0.5}, primary="m") for k, (cid, w) in enumerate(widths.items())]
+    cands = [SweepCandidate(cid, sparsity=k / 4, onnx_path=conv_candidate(tmp_path / f"{cid}.onnx", w),
+                            metrics={"m": 0.5}, primary="m") for k, (cid, w) in enumerate(widths.items())]
     res = sweep(cands, [{"name": "ort1", "runtime": "onnxruntime", "threads": 1}], tmp_path / "out",
                 img_size=32, profile_config=FAST, bundles=False, latency_models={"ort1": lm})
     tr = res.targets["ort1"]
@@ -50,7 +51,9 @@ def test_sweep_reports_predicted_beside_measured(tmp_path):
     rows = rep["targets"]["ort1"]["rows"]
     assert [r["predicted_ms"] for r in rows] == pytest.approx([tr.predicted[c] for c in widths])
     acc = rep["targets"]["ort1"]["latency_model"]
-    assert acc["n"] == 3 and acc["median_rel_error"] >= 0 and "spearman" in acc
+    err = [abs(tr.predicted[c] - tr.stats[c].median_ms) / tr.stats[c].median_ms for c in widths]
+    assert acc["n"] == 3 and acc["median_rel_error"] == pytest.approx(float(np.median(err)))
+    assert acc["max_rel_error"] == pytest.approx(max(err))
     md = Path(res.report["markdown"]).read_text()
     assert "predicted ms" in md and "rank correlation" in md and "chosen from the measured medians" in md
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 from sweep_helpers import conv_candidate
 
-from edgeprune.deploy import Candidate, SweepResult, Target, TargetResult
+from edgeprune.deploy import SweepCandidate, SweepResult, Target, TargetResult
+from edgeprune.deploy.candidate_files import metric_interval
 from edgeprune.deploy.knee import KneePoint, select_knee
 from edgeprune.deploy.picks import bundle_picks
 from edgeprune.deploy.report import write_report
-from edgeprune.deploy.sweep import metric_interval
 from edgeprune.runtimes.profiling import LatencyStats
 
 
@@ -27,8 +27,8 @@ def test_recovered_pick_is_bundled_with_before_and_after(tmp_path):
     cands, stats = [], {}
     for k, (med, width, metrics) in enumerate(rows):
         cid = f"iter_{k:02d}"
-        cands.append(Candidate(cid, k / 10, conv_candidate(tmp_path / f"{cid}.onnx", width), params=10 - k,
-                               flops=10**9, metrics=metrics, primary="mAP50-95"))
+        cands.append(SweepCandidate(cid, k / 10, conv_candidate(tmp_path / f"{cid}.onnx", width),
+                                    params=10 - k, flops=10**9, metrics=metrics, primary="mAP50-95"))
         stats[cid] = LatencyStats.from_samples(med + rng.normal(0, 0.01, 30))
     pts = [KneePoint(c.id, c.sparsity, stats[c.id].samples_ms, c.metric, metric_interval(c)) for c in cands]
     knee = select_knee(pts, accuracy_floor=0.25)
@@ -43,7 +43,7 @@ def test_recovered_pick_is_bundled_with_before_and_after(tmp_path):
     def hook(cand):
         calls.append(cand.id)
         onnx = conv_candidate(tmp_path / "rec.onnx", 32, seed=1)
-        rc = Candidate(f"{cand.id}-recovered", cand.sparsity, onnx, metrics=after, primary="mAP50-95")
+        rc = SweepCandidate(f"{cand.id}-recovered", cand.sparsity, onnx, metrics=after, primary="mAP50-95")
         info = {"before": cand.metrics, "after": after, "best_step": 40, "stop_reason": "budget of 40 steps",
                 "gain": {"point": 0.015, "low": 0.004, "high": 0.026, "distinguishable": True}}
         return rc, info

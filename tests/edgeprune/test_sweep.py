@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import json
 from pathlib import Path
@@ -12,12 +11,10 @@ import onnxruntime as ort
 import pytest
 from sweep_helpers import conv_candidate
 
-from edgeprune.deploy import Candidate, sweep, targets_from_config
+from edgeprune.deploy import SweepCandidate, measure, sweep, targets_from_config
 from edgeprune.errors import InvalidConfigError
-from edgeprune.runtimes import load_bundle
+from edgeprune.runtimes import load_bundle, registry
 
-# the package re-exports the function ``sweep`` under the module's name, so fetch the module itself
-sweep_mod = importlib.import_module("edgeprune.deploy.sweep")
 FAST = {"warmup_runs": 2, "warmup_s": 0.0, "min_runs": 8, "min_s": 0.02, "max_repeats": 1}
 WIDTHS = {"c0": 48, "c1": 32, "c2": 16}
 
@@ -28,7 +25,7 @@ def make_cands(tmp_path, widths=WIDTHS):
         p = conv_candidate(tmp_path / f"{cid}.onnx", w, sparsity=k / 4)
         acc = 0.6 - 0.05 * k
         out.append(
-            Candidate(
+            SweepCandidate(
                 cid,
                 sparsity=k / 4,
                 onnx_path=p,
@@ -42,11 +39,11 @@ def make_cands(tmp_path, widths=WIDTHS):
 
 
 class Counter:
-    """Wraps the runtime lookup and compare() to count compile and profile calls."""
+    """Wraps the runtime registry's lookup and the measurement's compare() to count compiles and passes."""
 
     def __init__(self, monkeypatch):
         self.compiles, self.compares = [], []
-        real_get, real_compare = sweep_mod.get_runtime, sweep_mod.compare_sessions
+        real_get, real_compare = registry.get, measure.compare
         counter = self
 
         class Wrapped:
@@ -67,8 +64,28 @@ class Counter:
             counter.compares.append(sorted(sessions))
             return real_compare(sessions, feeds, config, **kw)
 
-        monkeypatch.setattr(sweep_mod, "get_runtime", get)
-        monkeypatch.setattr(sweep_mod, "compare_sessions", cmp)
+        monkeypatch.setattr(registry, "get", get)
+        monkeypatch.setattr(measure, "compare", cmp)
+
+
+def assert_knee_rule(tr, floor=None):
+    """The pick obeys the knee rule on the stored measurements, checked from the samples themselves."""
+    rec = tr.record["candidates"]
+    ids = tr.knee.ids
+    med = [float(np.median(rec[cid]["stats"]["samples_ms"])) for cid in ids]
+    assert med == pytest.approx(tr.knee.medians_ms)  # the knee saw what was measured
+    metric = {c: 0.6 - 0.05 * int(c[1]) for c in ids}
+    ok = [floor is None or metric[c] >= floor for c in ids]
+    assert tr.knee.eligible == ok
+
+    def within(i):  # least latency among eligible candidates at least as sparse, within i's tolerance
+        best = min(med[j] for j in range(i, len(ids)) if ok[j])
+        return med[i] - best <= tr.knee.tolerance_ms[i]
+
+    k = ids.index(tr.knee.candidate_id)
+    assert ok[k] and within(k)
+    assert not any(ok[i] and within(i) for i in range(k))  # no less sparse candidate qualifies
+    assert all(t >= tr.knee.tau * m for t, m, e in zip(tr.knee.tolerance_ms, med, ok) if e)
 
 
 def run(tmp_path, cands, **kw):
@@ -81,8 +98,8 @@ def test_sweep_resumes_without_recomputing(tmp_path, monkeypatch):
     res = run(tmp_path, make_cands(tmp_path))
     assert sorted(c.compiles) == ["c0", "c1", "c2"] and c.compares == [["c0", "c1", "c2"]]
     tr = res.targets["ort1"]
-    assert tr.knee.candidate_id in WIDTHS
     assert set(tr.stats) == set(WIDTHS) and all(s.n >= 8 for s in tr.stats.values())
+    assert_knee_rule(tr, floor=0.9 * 0.6)  # the default floor: 0.9 x the unpruned metric
     first = json.loads((tmp_path / "out/targets/ort1.json").read_text())
 
     res2 = run(tmp_path, make_cands(tmp_path))  # second call: nothing compiled, nothing profiled
@@ -102,7 +119,7 @@ def test_sweep_writes_bundle_and_report(tmp_path):
     res = run(tmp_path, make_cands(tmp_path), accuracy_floor=0.52)
     tr = res.targets["ort1"]
     assert tr.knee.eligible == [True, True, False]  # c2 has 0.50 < 0.52
-    assert tr.knee.candidate_id in ("c0", "c1")
+    assert_knee_rule(tr, floor=0.52)
     m = json.loads((Path(tr.bundle) / "manifest.json").read_text())
     assert m["model_info"]["candidate"] == tr.knee.candidate_id
     assert m["latency"]["median_ms"] == pytest.approx(tr.stats[tr.knee.candidate_id].median_ms)
@@ -168,12 +185,15 @@ def test_failed_target_does_not_stop_the_others(tmp_path):
     assert "## Target `trt`: FAILED" in Path(res.report["markdown"]).read_text()
 
 
-def test_ep_sweep_is_callable():
+def test_ep_sweep_is_the_sweep_function_not_its_module():
+    import importlib
+
     import edgeprune as ep
     import edgeprune.deploy  # importing the package must not shadow the function
 
-    assert ep.sweep is edgeprune.deploy.sweep and inspect.isfunction(ep.sweep)
-    with pytest.raises(InvalidConfigError):
+    module = importlib.import_module("edgeprune.deploy.sweep")
+    assert ep.sweep is edgeprune.deploy.sweep is module.sweep and inspect.isfunction(ep.sweep)
+    with pytest.raises(InvalidConfigError, match="at least one candidate"):
         ep.sweep([], [{"runtime": "onnxruntime"}], "unused")
 
 
@@ -197,7 +217,7 @@ def test_device_target_measures_through_the_agent(tmp_path):
     tr = res.targets["dev"]
     assert tr.target.remote and "agent" in tr.record["measured"]
     assert set(tr.stats) == set(WIDTHS) and all(s.n >= 8 for s in tr.stats.values())
-    assert tr.knee.candidate_id in WIDTHS
+    assert_knee_rule(tr, floor=0.9 * 0.6)
     m = json.loads((Path(tr.bundle) / "manifest.json").read_text())
     assert m["artifact"] is None and m["device"]["device_profile"] == "local"
     mtime = (tmp_path / "out/targets/dev.json").stat().st_mtime_ns

@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 from sweep_helpers import conv_candidate
 
-from edgeprune.deploy import Candidate, SweepResult, Target, TargetResult
+from edgeprune.deploy import SweepCandidate, SweepResult, Target, TargetResult
 from edgeprune.deploy.knee import KneePoint, select_knee
-from edgeprune.deploy.report import markdown_table, write_report
+from edgeprune.deploy.report import write_report
+from edgeprune.deploy.report_markdown import markdown_table
 from edgeprune.deploy.targets import inversion_advice
 from edgeprune.runtimes.profiling import LatencyStats
 
@@ -24,7 +25,7 @@ def constructed(tmp_path, medians, widths, name="t1"):
         cid = f"iter_{k:02d}"
         onnx = conv_candidate(tmp_path / f"{cid}.onnx", w)
         cands.append(
-            Candidate(
+            SweepCandidate(
                 cid,
                 sparsity=k / 10,
                 onnx_path=onnx,
@@ -93,7 +94,7 @@ def test_table_marks_below_floor(tmp_path):
 
 
 def test_report_states_why_the_knee_agrees_or_differs(tmp_path):
-    from edgeprune.deploy.report import across_targets
+    from edgeprune.deploy.report_markdown import across_targets
 
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
