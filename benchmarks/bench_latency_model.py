@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
 
     from edgeprune import latency
+    from edgeprune.deploy.predicted import calibration_text
     from edgeprune.deploy.targets import target_from_config
     from edgeprune.runtimes import available, compare, get
 
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             meas = {n: res[n].median_ms for n in paths}
             acc = latency.accuracy([pred[n] for n in paths], [meas[n] for n in paths])
             results[rt_name] = {"version": rt.version(), "build_s": build_s, "alpha": lm.alpha,
-                                "fixed_ms": lm.fixed_ms, "accuracy": acc,
+                                "fixed_ms": lm.fixed_ms, "beta": lm.beta, "accuracy": acc,
                                 "rows": {n: {"measured_ms": meas[n], "cov": res[n].cov,
                                              "predicted_ms": pred[n]} for n in paths}}
     if a.json:
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         acc = r["accuracy"]
         rho = "n/a" if acc["spearman"] is None else f"{acc['spearman']:.3f}"
         print(f"\n{rt_name} {r['version']}: model built in {r['build_s']:.0f} s (0 when cached); "
-              f"fixed {r['fixed_ms']:.2f} ms + {r['alpha']:.2f} x layers; median error "
+              f"{calibration_text(r)}; median error "
               f"{acc['median_rel_error'] or 0:.1%}, max {acc['max_rel_error'] or 0:.1%}, Spearman {rho} "
               f"(over {acc['n']} candidates)")
         print("| candidate | measured ms (CoV) | predicted ms | error |")

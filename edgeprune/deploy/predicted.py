@@ -45,9 +45,17 @@ def attach_predictions(res: Any, models: Mapping[str, Any]) -> None:
         acc["meets_goal"] = (acc["median_rel_error"] is not None and acc["spearman"] is not None
                              and acc["median_rel_error"] <= GOAL["median_rel_error"]
                              and acc["spearman"] >= GOAL["spearman"])
-        acc.update(alpha=lm.alpha, fixed_ms=lm.fixed_ms, layers=len(lm.layers),
+        acc.update(alpha=lm.alpha, fixed_ms=lm.fixed_ms, beta=lm.beta, layers=len(lm.layers),
                    runtime_version=lm.key.get("runtime_version"))
         tr.prediction = acc
+
+
+def calibration_text(a: dict) -> str:
+    """How the layer sum maps to the whole model: ``F ms fixed + A x layers`` or ``A x layers^B``."""
+    beta = a.get("beta", 1.0)
+    if beta != 1.0:
+        return f"{a['alpha']:.3f} x layers^{beta:.2f}"
+    return f"{a['fixed_ms']:.3f} ms fixed + {a['alpha']:.2f} x layers"
 
 
 def prediction_line(tr: Any) -> str | None:
@@ -57,7 +65,7 @@ def prediction_line(tr: Any) -> str | None:
         return None
     rho = "n/a" if a["spearman"] is None else f"{a['spearman']:.2f}"
     return (f"Latency model ({a['layers']} conv layers profiled alone at their real sizes, calibrated on the "
-            f"whole model: {a['fixed_ms']:.3f} ms fixed + {a['alpha']:.2f} x layers): predicted vs measured "
+            f"whole model: {calibration_text(a)}): predicted vs measured "
             f"median error {a['median_rel_error']:.1%} (max {a['max_rel_error']:.1%}), rank correlation "
             f"{rho} over {a['n']} candidates"
             + ("" if a["meets_goal"] else f" - outside the goal (<= {GOAL['median_rel_error']:.0%}, "

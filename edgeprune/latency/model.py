@@ -6,8 +6,10 @@ side by side; a layer at ``(cin, cout)`` is predicted as ``base x r_out(cout) x 
 cost is a product in its two channel counts; each factor keeps the target's own staircase at the
 measured counts). The whole model is then measured unpruned and uniformly pruned, side by side, and
 ``predicted = fixed_ms + alpha x sum(layers)`` is fitted to those two points: ``fixed_ms`` holds what
-pruning does not shrink (head, pre/post, memory traffic), ``alpha`` what the single convs miss
-(fusion, caches).
+pruning does not shrink (head, pre/post, launch overheads), ``alpha`` what the single convs miss
+(fusion, caches). Where the whole model speeds up *more* than its layers measured alone (a negative
+fixed part: on these CPUs a pruned model's activations start fitting in cache), the two points are
+fitted by ``predicted = alpha x sum(layers) ** beta`` instead (``beta > 1``, ``fixed_ms = 0``).
 
 Predictions guide the search; the final choice is always measured side by side (``edgeprune.deploy``).
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import re
 import sys
 import tempfile
@@ -98,6 +101,7 @@ class LatencyModel:
     multiple: int = 8
     name: str = ""
     onnx_order: list[int] | None = None  # layer index of each Conv node of an exported candidate
+    beta: float = 1.0  # exponent on the layer sum (1: the linear fit)
 
     @property
     def base_channels(self) -> list[tuple[int, int]]:
@@ -112,7 +116,7 @@ class LatencyModel:
 
     def predict(self, channels: Sequence[tuple[int, int]] | None = None) -> float:
         """Predicted latency (ms) of the model with these (cin, cout) per layer (default: unpruned)."""
-        return self.fixed_ms + self.alpha * self.layer_sum(channels or self.base_channels)
+        return self.fixed_ms + self.alpha * self.layer_sum(channels or self.base_channels) ** self.beta
 
     def predict_model(self, model: Any) -> float:
         """Predicted latency of a (pruned) PyTorch model of the same architecture."""
@@ -137,7 +141,7 @@ class LatencyModel:
     def to_dict(self) -> dict:
         return {"key": self.key, "alpha": self.alpha, "fixed_ms": self.fixed_ms,
                 "calibration": self.calibration, "multiple": self.multiple, "name": self.name,
-                "onnx_order": self.onnx_order,
+                "onnx_order": self.onnx_order, "beta": self.beta,
                 "layers": [la.to_dict() for la in self.layers], "tables": [t.to_dict() for t in self.tables]}
 
     @classmethod
@@ -145,7 +149,7 @@ class LatencyModel:
         return cls(d["key"], [ConvLayer.from_dict(x) for x in d["layers"]],
                    [LayerTable.from_dict(x) for x in d["tables"]], float(d["alpha"]), float(d["fixed_ms"]),
                    dict(d.get("calibration") or {}), int(d.get("multiple", 8)), str(d.get("name", "")),
-                   d.get("onnx_order"))
+                   d.get("onnx_order"), float(d.get("beta", 1.0)))
 
 
 def _sha(obj: Any) -> str:
@@ -198,17 +202,28 @@ def _measure_layer(layer: ConvLayer, weight: np.ndarray | None, profiler: Any, m
     return LayerTable(base, out_ratio, in_ratio)
 
 
-def _fit(points: list[tuple[float, float]]) -> tuple[float, float]:
-    """``(alpha, fixed_ms)`` of ``T = fixed + alpha x S`` through (S, T) points; no negative parts."""
+MAX_BETA = 3.0  # beyond this the two points are more likely noise than a law
+
+
+def _fit(points: list[tuple[float, float]]) -> tuple[float, float, float]:
+    """``(alpha, fixed_ms, beta)`` through two (layer sum S, measured T) points.
+
+    ``T = fixed + alpha x S`` when that needs no negative part; when the whole model shrinks faster
+    than its layers (``fixed`` would be negative), ``T = alpha x S ** beta`` through both points;
+    with one point (or degenerate ones), ``T = alpha x S``.
+    """
     (s0, t0) = points[0]
     if len(points) > 1:
         s1, t1 = points[1]
-        if abs(s0 - s1) > 1e-9:
+        if abs(s0 - s1) > 1e-9 * max(s0, s1) and min(s0, s1, t0, t1) > 0:
             alpha = (t0 - t1) / (s0 - s1)
             fixed = t0 - alpha * s0
             if alpha > 0 and fixed >= 0:
-                return alpha, fixed
-    return t0 / s0, 0.0
+                return alpha, fixed, 1.0
+            beta = math.log(t0 / t1) / math.log(s0 / s1)
+            if 1.0 < beta <= MAX_BETA:
+                return t0 / s0 ** beta, 0.0, beta
+    return t0 / s0, 0.0, 1.0
 
 
 def _export(model: Any, x: Any, path: Path) -> None:
@@ -276,6 +291,7 @@ def build_latency_model(model: Any, example_inputs: Any, profiler: Any, cache_di
             cal["onnx_order"] = onnx_order(Path(tmp) / "order.onnx", layers)
             cache.save()
     pts = [(cal[n]["layer_sum_ms"], cal[n]["measured_ms"]) for n in ("unpruned", "pruned") if n in cal]
-    alpha, fixed = _fit(pts)
+    alpha, fixed, beta = _fit(pts)
     points = {n: v for n, v in cal.items() if n != "onnx_order"}
-    return LatencyModel(key, layers, tables, alpha, fixed, points, int(multiple), name, cal["onnx_order"])
+    return LatencyModel(key, layers, tables, alpha, fixed, points, int(multiple), name, cal["onnx_order"],
+                        beta)

@@ -113,6 +113,28 @@ def test_snap_count_on_a_measured_staircase():
             assert s in latency.on_steps({c: v for c, v in curve.items() if c >= keep}, tol)
 
 
+@pytest.mark.parametrize("truth", [
+    lambda s: 2.0 + 0.5 * s,  # a fixed part (launch overheads, the head): the linear fit
+    lambda s: 0.03 * s ** 1.4,  # the model shrinks faster than its layers (caches): the power law
+])
+def test_calibration_reproduces_a_law_of_either_kind(truth):
+    from edgeprune.latency.model import _fit
+
+    alpha, fixed, beta = _fit([(30.0, truth(30.0)), (12.0, truth(12.0))])
+    for s in (5.0, 20.0, 45.0):  # points the fit never saw
+        assert fixed + alpha * s ** beta == pytest.approx(truth(s), rel=1e-9)
+
+
+def test_calibration_falls_back_to_a_scale_on_odd_points():
+    from edgeprune.latency.model import _fit
+
+    assert _fit([(10.0, 5.0)]) == (0.5, 0.0, 1.0)
+    assert _fit([(10.0, 5.0), (10.0, 4.0)]) == (0.5, 0.0, 1.0)  # same layer sum: no slope to fit
+    assert _fit([(10.0, 5.0), (5.0, 0.01)]) == (0.5, 0.0, 1.0)  # beta ~9: noise, not a law
+    lm = latency.LatencyModel.from_dict({**{"key": {}, "layers": [], "tables": []}, "alpha": 1, "fixed_ms": 0})
+    assert lm.beta == 1.0  # models cached before the power law read as linear
+
+
 def test_accuracy_and_rank_correlation():
     assert latency.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
     assert latency.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
