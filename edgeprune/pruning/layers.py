@@ -61,62 +61,59 @@ def _computed_weight(tr: Tracer, func, x: torch.Tensor, out: torch.Tensor, n_out
     tr.set_info(out, TInfo(cdim, labels))
 
 
-def _weighted(tr: Tracer, func, args: tuple, kwargs: dict, out: torch.Tensor,
-              cdim: int) -> tuple[Any, str, Any, np.ndarray | None] | None:
+def _out_channels(w: torch.Tensor, transposed: bool, groups: int) -> int:
+    # weight [out, in/groups, k...] or, transposed, [in, out/groups, k...]; linear's is [out, in]
+    return w.shape[1] * groups if transposed else w.shape[0]
+
+
+def _weighted(tr: Tracer, func, args: tuple, kwargs: dict, out: torch.Tensor, cdim: int,
+              transposed: bool = False, groups: int = 1) -> tuple[Any, str, Any, np.ndarray | None] | None:
     """(weight, its parameter name, bias, input labels) of a conv or linear call whose channels sit
     at ``cdim``; None when the weight is computed in forward (its output channels are then frozen)."""
     x, w, b = args[0], _get(args, kwargs, 1, "weight"), _get(args, kwargs, 2, "bias")
     wname = tr.state_name(w)
     if wname is None:
-        _computed_weight(tr, func, x, out, out.shape[cdim], cdim % out.ndim)
+        _computed_weight(tr, func, x, out, _out_channels(w, transposed, groups), cdim % out.ndim)
         return None
     return w, wname, b, _input_labels(tr, func, x, cdim)
 
 
 def conv(tr: Tracer, func, args, kwargs, out, infos) -> None:
     """conv1d/2d/3d: input channels are consumed, output channels created (depthwise: coupled)."""
+    _conv(tr, func, args, kwargs, out, transposed=False)
+
+
+def conv_transpose(tr: Tracer, func, args, kwargs, out, infos) -> None:
+    """conv_transpose1d/2d/3d: the same, with the weight laid out [in, out/groups, k...]."""
+    _conv(tr, func, args, kwargs, out, transposed=True)
+
+
+def _conv(tr: Tracer, func, args: tuple, kwargs: dict, out: torch.Tensor, transposed: bool) -> None:
+    """Plain convolutions prune input and output channels; a grouped one mixes channels inside
+    each group, so its channels are kept, except a depthwise conv whose channels pass through."""
     groups = _get(args, kwargs, 6, "groups", 1)
-    found = _weighted(tr, func, args, kwargs, out, 1)
+    found = _weighted(tr, func, args, kwargs, out, 1, transposed, groups)
     if found is None:
         return
     w, wname, b, labels = found
     mod_name = _module_of(wname)
-    n_out, n_in = w.shape[0], w.shape[1] * groups
+    kind = "transposed convolution" if transposed else "convolution"
+    out_dim, n_out = (1 if transposed else 0), _out_channels(w, transposed, groups)
     module = tr.modules.get(mod_name)
-    depthwise = (groups > 1 and groups == n_in == n_out and isinstance(module, nn.modules.conv._ConvNd)
-                 and module.groups == groups)
+    depthwise = (not transposed and groups > 1 and groups == w.shape[1] * groups == n_out
+                 and isinstance(module, nn.modules.conv._ConvNd) and module.groups == groups)
     if depthwise and labels is not None:
         tr.state.bind(wname, 0, "dw", labels)
         out_labels = labels
     else:
-        out_labels = tr.state.produce(wname, 0, "out", n_out, mod_name)
+        out_labels = tr.state.produce(wname, out_dim, "out", n_out, mod_name)
         if labels is not None:
             if groups == 1:
-                tr.state.bind(wname, 1, "in", labels)
+                tr.state.bind(wname, 1 - out_dim, "in", labels)
             else:
-                tr.state.freeze(labels, f"input of grouped convolution '{mod_name}'")
+                tr.state.freeze(labels, f"input of grouped {kind} '{mod_name}'")
         if groups > 1:
-            tr.state.freeze(out_labels, f"grouped convolution '{mod_name}'")
-    _bind_bias(tr, b, out_labels)
-    tr.set_info(out, TInfo(1, out_labels))
-
-
-def conv_transpose(tr: Tracer, func, args, kwargs, out, infos) -> None:
-    """conv_transpose: weight is [in, out/groups, k...]."""
-    groups = _get(args, kwargs, 6, "groups", 1)
-    found = _weighted(tr, func, args, kwargs, out, 1)
-    if found is None:
-        return
-    w, wname, b, labels = found
-    mod_name = _module_of(wname)
-    out_labels = tr.state.produce(wname, 1, "out", w.shape[1] * groups, mod_name)
-    if groups == 1:
-        if labels is not None:
-            tr.state.bind(wname, 0, "in", labels)
-    else:
-        tr.state.freeze(out_labels, f"grouped transposed convolution '{mod_name}'")
-        if labels is not None:
-            tr.state.freeze(labels, f"input of grouped transposed convolution '{mod_name}'")
+            tr.state.freeze(out_labels, f"grouped {kind} '{mod_name}'")
     _bind_bias(tr, b, out_labels)
     tr.set_info(out, TInfo(1, out_labels))
 

@@ -223,6 +223,16 @@ def test_grouped_conv_channels_are_left_alone() -> None:
     assert not g.group("op").prunable
 
 
+@pytest.mark.parametrize("groups", [2, 8])  # 8: depthwise-shaped, but a transposed conv is never coupled
+def test_grouped_transposed_conv_channels_are_left_alone(groups: int) -> None:
+    model = Mid(nn.ConvTranspose2d(8, 8, 3, padding=1, groups=groups))
+    g = ep.trace(model, X)
+    assert not g.group("a").prunable and "grouped transposed convolution" in g.group("a").reason
+    assert not g.group("op").prunable and "grouped transposed convolution 'op'" in g.group("op").reason
+    plain = ep.trace(Mid(nn.ConvTranspose2d(8, 8, 3, padding=1)), X)
+    assert plain.group("a").prunable and plain.group("op").prunable
+
+
 def test_forward_needing_real_values_is_traced_for_real() -> None:
     class DataDependent(Chain):
         devices: list[str] = []
