@@ -23,21 +23,25 @@ class Mid(nn.Module):
         return self.b(self.op(self.a(x)))
 
 
-def build_net(nets: dict[str, tuple[Callable[[], nn.Module], int]], name: str,
-              seed: int = 0) -> tuple[nn.Module, torch.Tensor]:
-    """``nets[name]`` (a factory and its input size) with non-trivial normalisation statistics, in
-    eval mode, and an example input: untrained defaults (mean 0, var 1, weight 1, bias 0) would let a
-    wrongly kept or dropped channel go unnoticed."""
-    cls, size = nets[name]
-    torch.manual_seed(seed)
-    model = cls()
+def randomize_norms(model: nn.Module, std: float = 0.2) -> nn.Module:
+    """Non-trivial BatchNorm statistics and norm affine parameters, in eval mode: untrained defaults
+    (mean 0, var 1, weight 1, bias 0) would let a wrongly kept or dropped channel go unnoticed."""
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.normal_(0, 0.2)
+            m.running_mean.normal_(0, std)
             m.running_var.uniform_(0.5, 2.0)
             m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.normal_(0, 0.2)
+            m.bias.data.normal_(0, std)
         elif isinstance(m, nn.LayerNorm):
             m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.normal_(0, 0.2)
-    return model.eval(), torch.rand(2, 3, size, size)
+            m.bias.data.normal_(0, std)
+    return model.eval()
+
+
+def build_net(nets: dict[str, tuple[Callable[[], nn.Module], int]], name: str,
+              seed: int = 0) -> tuple[nn.Module, torch.Tensor]:
+    """``nets[name]`` (a factory and its input size) with randomized norms, and an example input."""
+    cls, size = nets[name]
+    torch.manual_seed(seed)
+    model = randomize_norms(cls())
+    return model, torch.rand(2, 3, size, size)
