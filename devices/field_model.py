@@ -1,53 +1,31 @@
 """The field check's model: Conv3x3(3->16, pad 1) + ReLU on a 1x3x64x64 input, as ONNX bytes (opset 13),
 with weights given by a formula so the device computes the exact reference without the onnx package.
 
-The bytes were made with onnx.helper from ``weights()``; tests/devices/test_field_check.py rebuilds them
-and checks both agree. Small enough to ship inside the agent zipapp (no download, no file to copy).
+The bytes were made with onnx.helper from ``weights()`` and are stored zlib-compressed (the periodic
+weights shrink 2,000 bytes to 209); tests/devices/test_field_check.py reads them back and checks they
+agree with ``weights()`` and ``reference()``. Small enough to ship inside the agent zipapp (no
+download, no file to copy).
 """
 
 from __future__ import annotations
 
 import base64
+import zlib
 
 import numpy as np
 
 INPUT_SHAPE = (1, 3, 64, 64)
 OUTPUT_SHAPE = (1, 16, 64, 64)
-ONNX_B64 = (
-    "CAcSFWVkZ2VwcnVuZS1maWVsZC1jaGVjazquDwoqCgZpbWFnZXMKAVcKAUISAWMiBENvbnYqEQoEcGFkc0ABQAFAAUABoAEH"
-    "ChEKAWMSBm91dHB1dCIEUmVsdRILZmllbGRfY2hlY2sq0A0IEAgDCAMIAxABQgFXSsANmpmZvs3MTL7NzMy9AAAAAM3MzD3N"
-    "zEw+mpmZPpqZmb7NzEy+zczMvQAAAADNzMw9zcxMPpqZmT6amZm+zcxMvs3MzL0AAAAAzczMPc3MTD6amZk+mpmZvs3MTL7N"
-    "zMy9AAAAAM3MzD3NzEw+mpmZPpqZmb7NzEy+zczMvQAAAADNzMw9zcxMPpqZmT6amZm+zcxMvs3MzL0AAAAAzczMPc3MTD6a"
-    "mZk+mpmZvs3MTL7NzMy9AAAAAM3MzD3NzEw+mpmZPpqZmb7NzEy+zczMvQAAAADNzMw9zcxMPpqZmT6amZm+zcxMvs3MzL0A"
-    "AAAAzczMPc3MTD6amZk+mpmZvs3MTL7NzMy9AAAAAM3MzD3NzEw+mpmZPpqZmb7NzEy+zczMvQAAAADNzMw9zcxMPpqZmT6a"
-    "mZm+zcxMvs3MzL0AAAAAzczMPc3MTD6amZk+mpmZvs3MTL7NzMy9AAAAAM3MzD3NzEw+mpmZPpqZmb7NzEy+zczMvQAAAADN"
-    "zMw9zcxMPpqZmT6amZm+zcxMvs3MzL0AAAAAzczMPc3MTD6amZk+mpmZvs3MTL7NzMy9AAAAAM3MzD3NzEw+mpmZPpqZmb7N"
-    "zEy+zczMvQAAAADNzMw9zcxMPpqZmT6amZm+zcxMvs3MzL0AAAAAzczMPc3MTD6amZk+mpmZvs3MTL7NzMy9AAAAAM3MzD3N"
-    "zEw+mpmZPpqZmb7NzEy+zczMvQAAAADNzMw9zcxMPpqZmT6amZm+zcxMvs3MzL0AAAAAzczMPc3MTD6amZk+mpmZvs3MTL7N"
-    "zMy9AAAAAM3MzD3NzEw+mpmZPpqZmb7NzEy+zczMvQAAAADNzMw9zcxMPpqZmT6amZm+zcxMvs3MzL0AAAAAzczMPc3MTD6a"
-    "mZk+mpmZvs3MTL7NzMy9AAAAAM3MzD3NzEw+mpmZPpqZmb7NzEy+zczMvQAAAADNzMw9zcxMPpqZmT6amZm+zcxMvs3MzL0A"
-    "AAAAzczMPc3MTD6amZk+mpmZvs3MTL7NzMy9AAAAAM3MzD3NzEw+mpmZPpqZmb7NzEy+zczMvQAAAADNzMw9zcxMPpqZmT6a"
-    "mZm+zcxMvs3MzL0AAAAAzczMPc3MTD6amZk+mpmZvs3MTL7NzMy9AAAAAM3MzD3NzEw+mpmZPpqZmb7NzEy+zczMvQAAAADN"
-    "zMw9zcxMPpqZmT6amZm+zcxMvs3MzL0AAAAAzczMPc3MTD6amZk+mpmZvs3MTL7NzMy9AAAAAM3MzD3NzEw+mpmZPpqZmb7N"
-    "zEy+zczMvQAAAADNzMw9zcxMPpqZmT6amZm+zcxMvs3MzL0AAAAAzczMPc3MTD6amZk+mpmZvs3MTL7NzMy9AAAAAM3MzD3N"
-    "zEw+mpmZPpqZmb7NzEy+zczMvQAAAADNzMw9zcxMPpqZmT6amZm+zcxMvs3MzL0AAAAAzczMPc3MTD6amZk+mpmZvs3MTL7N"
-    "zMy9AAAAAM3MzD3NzEw+mpmZPpqZmb7NzEy+zczMvQAAAADNzMw9zcxMPpqZmT6amZm+zcxMvs3MzL0AAAAAzczMPc3MTD6a"
-    "mZk+mpmZvs3MTL7NzMy9AAAAAM3MzD3NzEw+mpmZPpqZmb7NzEy+zczMvQAAAADNzMw9zcxMPpqZmT6amZm+zcxMvs3MzL0A"
-    "AAAAzczMPc3MTD6amZk+mpmZvs3MTL7NzMy9AAAAAM3MzD3NzEw+mpmZPpqZmb7NzEy+zczMvQAAAADNzMw9zcxMPpqZmT6a"
-    "mZm+zcxMvs3MzL0AAAAAzczMPc3MTD6amZk+mpmZvs3MTL7NzMy9AAAAAM3MzD3NzEw+mpmZPpqZmb7NzEy+zczMvQAAAADN"
-    "zMw9zcxMPpqZmT6amZm+zcxMvs3MzL0AAAAAzczMPc3MTD6amZk+mpmZvs3MTL7NzMy9AAAAAM3MzD3NzEw+mpmZPpqZmb7N"
-    "zEy+zczMvQAAAADNzMw9zcxMPpqZmT6amZm+zcxMvs3MzL0AAAAAzczMPc3MTD6amZk+mpmZvs3MTL7NzMy9AAAAAM3MzD3N"
-    "zEw+mpmZPpqZmb7NzEy+zczMvQAAAADNzMw9zcxMPpqZmT6amZm+zcxMvs3MzL0AAAAAzczMPc3MTD6amZk+mpmZvs3MTL7N"
-    "zMy9AAAAAM3MzD3NzEw+mpmZPpqZmb7NzEy+zczMvQAAAADNzMw9zcxMPpqZmT6amZm+zcxMvs3MzL0AAAAAzczMPc3MTD6a"
-    "mZk+mpmZvs3MTL7NzMy9AAAAAM3MzD3NzEw+mpmZPpqZmb7NzEy+zczMvQAAAADNzMw9KkkIEBABQgFCSkDNzEy+zczMvQAA"
-    "AADNzMw9zcxMPs3MTL7NzMy9AAAAAM3MzD3NzEw+zcxMvs3MzL0AAAAAzczMPc3MTD7NzEy+WiAKBmltYWdlcxIWChQIARIQ"
-    "CgIIAQoCCAMKAghACgIIQGIgCgZvdXRwdXQSFgoUCAESEAoCCAEKAggQCgIIQAoCCEBCBAoAEA0="
+ONNX_ZLIB_B64 = (
+    "eNrjYBcSTU1JTy0oKs1L1U3LTM1J0U3OSE3OtlrHz6XFxZaZm5ieWszFGM7F6CTEmKzE4pyfV6YlyMVSkJhS7MAIgQsY2bkEuRiT"
+    "hdjyS0sKSkuUWIJSc0qFuMHGxYON07rAyyHAwQyCAoxOjOFeB3hnzZy57+wZHyA+s5cBCIC0LZBvBxS3G5UblRuVG5UblRuVG6xy"
+    "Wp4cAqC6zMnLAZs2UsSiFGA1rZAYlwgHo5AAFxMHIxAzA7EDCCcBVUAqVzQVAjAVTixcDAK8AJLo8Yg="
 )
 
 
 def onnx_bytes() -> bytes:
     """The model as an ONNX file's bytes."""
-    return base64.b64decode(ONNX_B64)
+    return zlib.decompress(base64.b64decode(ONNX_ZLIB_B64))
 
 
 def weights() -> tuple[np.ndarray, np.ndarray]:

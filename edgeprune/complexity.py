@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from edgeprune.errors import InvalidModelError
+from edgeprune.forward import call_model, eval_mode
 
 _COUNTED = (nn.modules.conv._ConvNd, nn.Linear)
 
@@ -45,19 +46,6 @@ def count_flops(model: nn.Module, example_inputs: Any) -> int:
             total[0] += _macs(module, out)
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, _COUNTED)]
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        with torch.no_grad():
-            if isinstance(example_inputs, torch.Tensor):
-                model(example_inputs)
-            elif isinstance(example_inputs, dict):
-                model(**example_inputs)
-            else:
-                model(*example_inputs)
-    finally:
-        for h in handles:
-            h.remove()
-        for m, mode in modes.items():
-            m.train(mode)
+    with eval_mode(model, handles), torch.no_grad():
+        call_model(model, example_inputs)
     return 2 * total[0]

@@ -9,7 +9,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 HOST_TORCH_MODULES = ("training", "evaluation", "data", "models", "pruning", "iterative", "deploy", "export",
-                      "complexity")
+                      "complexity", "forward")
 
 
 def _imports(path: Path) -> set[str]:

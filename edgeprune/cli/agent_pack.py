@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import argparse
 
+from edgeprune.cli.parsing import add_command
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "agent-pack",
+    p = add_command(
+        sub, "agent-pack", run,
         help="build the on-device profiling agent (a zipapp run by the device's own python3)",
         description="Build the agent a device runs without torch or pip: copy OUT.pyz to the device, "
         "then `python3 OUT.pyz run JOB_DIR` (edgeprune profile --device/--host does this over SSH).",
     )
     p.add_argument("out", help="output file, e.g. edgeprune-agent.pyz")
     p.add_argument("--python", default="/usr/bin/env python3", help="interpreter for the shebang line")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from edgeprune.cli.parsing import add_command
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "demo",
+    p = add_command(
+        sub, "demo", run,
         help="the whole pipeline on the shipped demo model (resumes; --fresh starts clean)",
         description="Prune the shipped YOLOv7-tiny demo detector iteratively with fine-tuning, profile "
         "every candidate on each installed runtime side by side, pick the latency knee per target, "
@@ -32,7 +34,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "prune until the predicted knee (run folder prune-latency/, report sweep-latency/)")
     p.add_argument("--refine", action="store_true",
                    help="measure interpolated plans between the two candidates around each knee")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,12 +6,14 @@ import argparse
 import os
 import platform
 
+from edgeprune.cli.parsing import add_command
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("doctor", help="show installed runtimes, CPU, torch, threads and the Ray cluster")
+    p = add_command(sub, "doctor", run,
+                    help="show installed runtimes, CPU, torch, threads and the Ray cluster")
     p.add_argument("--ray-address", default="auto", metavar="ADDR",
                    help="the Ray cluster to check (default: auto, the one a run with address auto joins)")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

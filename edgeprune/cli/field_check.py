@@ -14,10 +14,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from edgeprune.cli.parsing import add_command
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "field-check",
+    p = add_command(
+        sub, "field-check", run,
         help="verify a device's TensorRT paths (run over SSH or here); writes one JSON report",
         description=__doc__.split("\n\n")[1] if __doc__ else None,
     )
@@ -29,7 +31,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--python", default=None, help="the device's python (default: profile's or python3)")
     p.add_argument("--ssh-option", dest="ssh_options", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--no-trtexec", action="store_true", help="skip the trtexec check")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

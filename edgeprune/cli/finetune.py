@@ -14,11 +14,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from edgeprune.cli.parsing import add_command
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("finetune", help="recovery fine-tune of one candidate of a run (resumable, "
-                       "early-stopped)", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = add_command(sub, "finetune", run, help="recovery fine-tune of one candidate of a run (resumable, "
+                    "early-stopped)", description=__doc__, raw=True)
     p.add_argument("run", type=Path, help="the pruning run folder (holds iter_XX/)")
     p.add_argument("--candidate", type=int, required=True, help="iteration number of the candidate")
     p.add_argument("--config", type=Path, default=None, help="the prune YAML the run was made with")
@@ -37,7 +38,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates for intervals (0: off)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--fresh", action="store_true", help="discard an earlier recovery of this candidate")
-    p.set_defaults(func=run)
 
 
 def _model_and_data(args: argparse.Namespace):

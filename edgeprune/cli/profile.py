@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from edgeprune.cli.parsing import add_command
 from edgeprune.errors import InvalidConfigError
 
 
@@ -41,7 +42,7 @@ def add_profile_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("profile", help="compile and time ONNX models on one or more runtimes")
+    p = add_command(sub, "profile", run, help="compile and time ONNX models on one or more runtimes")
     p.add_argument("models", nargs="+", metavar="MODEL.onnx")
     add_profile_arguments(p)
     from edgeprune.devices.cli import add_device_arguments  # --device NAME [--host user@host]
@@ -50,7 +51,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--python", default=None, metavar="PATH",
                    help="with --device: the device's interpreter that runs the agent "
                         "(default: the device profile's, else python3), e.g. /usr/bin/python3.8")
-    p.set_defaults(func=run)
 
 
 def parse_options(items: list[str]) -> dict[str, dict]:

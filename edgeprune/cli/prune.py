@@ -25,20 +25,20 @@ from __future__ import annotations
 
 import argparse
 
+from edgeprune.cli.parsing import add_command, add_run_config
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("prune", help="iterative sensitivity pruning from a YAML config (resumable)",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("config", help="YAML config (see edgeprune.iterative.config)")
-    p.add_argument("--fresh", action="store_true",
-                   help="move an existing run folder aside and start over instead of resuming")
+    p = add_command(sub, "prune", run, help="iterative sensitivity pruning from a YAML config (resumable)",
+                    description=__doc__, raw=True)
+    add_run_config(p, "edgeprune.iterative.config",
+                   fresh_help="move an existing run folder aside and start over instead of resuming")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--executor", choices=("local", "serial", "ray"), default=None,
                    help="where sensitivity evaluations run (default: the config's executor, else local)")
     p.add_argument("--ray-address", default=None, metavar="ADDR",
                    help="Ray cluster: auto (the one `ray start` started here), host:port or "
                         "ray://host:port; implies --executor ray")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

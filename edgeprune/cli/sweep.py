@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import argparse
 
+from edgeprune.cli.parsing import add_command, add_run_config
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("sweep", help="profile pruning candidates per target, pick the knee, write bundles",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("config", help="YAML config (see edgeprune.deploy.config)")
-    p.add_argument("--fresh", action="store_true",
-                   help="measure every target again (exports and compiles stay cached)")
-    p.set_defaults(func=run)
+    p = add_command(sub, "sweep", run,
+                    help="profile pruning candidates per target, pick the knee, write bundles",
+                    description=__doc__, raw=True)
+    add_run_config(p, "edgeprune.deploy.config",
+                   fresh_help="measure every target again (exports and compiles stay cached)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from edgeprune.cli.parsing import add_command
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "synth-data",
+    p = add_command(
+        sub, "synth-data", run,
         help="generate a synthetic defect-inspection dataset (YOLO format + data.yaml)",
         description="Draw scratch / dent / stain / crack / missing_hole defects on metal, fabric, "
         "PCB-like and painted surfaces. Deterministic by --seed.",
@@ -20,7 +22,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--video", metavar="PATH", default=None,
                    help="also write a conveyor-like inspection video (.mp4 or .avi)")
     p.add_argument("--frames", type=int, default=120, help="video frames (default 120)")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

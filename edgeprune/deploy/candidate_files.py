@@ -14,8 +14,8 @@ from typing import Any, Callable
 
 from edgeprune.deploy.targets import Target
 from edgeprune.errors import InvalidConfigError
-from edgeprune.runtimes.base import Artifact
 from edgeprune.fileio import read_json, sha256_file, write_json
+from edgeprune.runtimes.base import Artifact
 
 
 @dataclass

@@ -15,9 +15,9 @@ import numpy as np
 
 from edgeprune.deploy.candidate_files import SweepCandidate, compile_cached
 from edgeprune.deploy.targets import Target
+from edgeprune.fileio import read_json, sha256_file, write_json
 from edgeprune.runtimes import registry
 from edgeprune.runtimes.compare import compare
-from edgeprune.fileio import read_json, sha256_file, write_json
 from edgeprune.runtimes.profiling import ProfileConfig
 
 

@@ -36,9 +36,9 @@ from edgeprune.deploy.knee import DEFAULT_TAU, KneePoint, KneeResult, select_kne
 from edgeprune.deploy.measure import measure_target
 from edgeprune.deploy.targets import Target, inversion_advice, targets_from_config
 from edgeprune.errors import EdgepruneError, InvalidConfigError
+from edgeprune.fileio import read_json
 from edgeprune.options import gather, refuse_unknown
 from edgeprune.runlock import locks_run_dir
-from edgeprune.fileio import read_json
 from edgeprune.runtimes.profiling import LatencyStats, ProfileConfig
 
 # A pick must keep 90% of the unpruned model's primary metric unless told otherwise. Validation sets

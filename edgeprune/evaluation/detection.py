@@ -26,6 +26,7 @@ from edgeprune.runtimes.postprocess import Detections, postprocess
 from edgeprune.runtimes.preprocess import _as_hw, boxes_from_letterbox
 
 DEFAULT_LAYOUT = "cxcywh_obj_cls"
+MAX_DET = 300  # detections kept per image, as in the COCO protocol
 PredictFn = Callable[[np.ndarray], Any]
 
 
@@ -54,7 +55,7 @@ def collect(
     batch_size: int = 8,
     conf_thres: float = 0.001,
     iou_thres: float = 0.65,
-    max_det: int = 300,
+    max_det: int = MAX_DET,
     max_images: int | None = None,
     progress: bool | None = None,
     layout: str = DEFAULT_LAYOUT,
@@ -84,20 +85,12 @@ def collect(
     return gts, preds
 
 
-def evaluate_predictions(
-    dataset: DetectionDataset,
-    predict_fn: PredictFn,
-    batch_size: int = 8,
-    conf_thres: float = 0.001,
-    iou_thres: float = 0.65,
-    max_det: int = 300,
-    max_images: int | None = None,
-    per_class: bool = False,
-    layout: str = DEFAULT_LAYOUT,
-) -> dict[str, float]:
-    """mAP of any predictor: ``predict_fn`` maps a ``[B,3,S,S]`` float32 batch to ``[B,N,K]`` rows."""
-    gts, preds = collect(dataset, predict_fn, batch_size, conf_thres, iou_thres, max_det, max_images,
-                         layout=layout)
+def evaluate_predictions(dataset: DetectionDataset, predict_fn: PredictFn, *, per_class: bool = False,
+                         **options: Any) -> dict[str, float]:
+    """mAP of any predictor: ``predict_fn`` maps a ``[B,3,S,S]`` float32 batch to ``[B,N,K]`` rows;
+    ``options`` are ``collect``'s (batch_size, conf_thres, iou_thres, max_det, max_images, layout)."""
+    gts, preds = collect(dataset, predict_fn, **options)
+    max_det = options.get("max_det", MAX_DET)
     return coco_map(gts, preds, dataset.num_classes, dataset.names, max_det, per_class)
 
 
@@ -166,7 +159,7 @@ class DetectionEvaluator:
         conf_thres: float = 0.001,
         iou_thres: float = 0.65,
         max_images: int | None = None,
-        max_det: int = 300,
+        max_det: int = MAX_DET,
         per_class: bool = False,
         output_layout: str = DEFAULT_LAYOUT,
         bootstrap: int = 0,

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from edgeprune.errors import InvalidConfigError
+from edgeprune.fileio import atomic_write_text, read_json, write_json
 from edgeprune.iterative.candidates import (
     CandidateRecord,
     format_table,
@@ -40,7 +41,6 @@ from edgeprune.iterative.sensitivity import _evaluate, sensitivity
 from edgeprune.latency.snap import snap_rates
 from edgeprune.options import gather, refuse_unknown
 from edgeprune.runlock import locks_run_dir
-from edgeprune.fileio import atomic_write_text, read_json, write_json
 
 RUN_FORMAT = 1
 

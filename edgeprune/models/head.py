@@ -16,25 +16,28 @@ from torch import nn
 from edgeprune.errors import InvalidConfigError
 
 
-class ImplicitA(nn.Module):
-    """Learned per-channel offset ADDED to the input of an output conv (``[1, C, 1, 1]``)."""
+class _Implicit(nn.Module):
+    """A learned per-channel tensor ``implicit`` (``[1, C, 1, 1]``, YOLOv7's name), drawn around ``mean``."""
+
+    mean = 0.0
 
     def __init__(self, channels: int, std: float = 0.02) -> None:
         super().__init__()
-        self.implicit = nn.Parameter(torch.zeros(1, channels, 1, 1))
-        nn.init.normal_(self.implicit, mean=0.0, std=std)
+        self.implicit = nn.Parameter(torch.empty(1, channels, 1, 1))
+        nn.init.normal_(self.implicit, mean=self.mean, std=std)
+
+
+class ImplicitA(_Implicit):
+    """Learned per-channel offset ADDED to the input of an output conv (``[1, C, 1, 1]``)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.implicit + x
 
 
-class ImplicitM(nn.Module):
+class ImplicitM(_Implicit):
     """Learned per-channel scale MULTIPLIED on an output conv's result (``[1, C_out, 1, 1]``)."""
 
-    def __init__(self, channels: int, std: float = 0.02) -> None:
-        super().__init__()
-        self.implicit = nn.Parameter(torch.ones(1, channels, 1, 1))
-        nn.init.normal_(self.implicit, mean=1.0, std=std)
+    mean = 1.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.implicit * x

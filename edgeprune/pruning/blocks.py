@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from edgeprune.pruning import shapes
-from edgeprune.pruning.recorder import TInfo, Tracer, arg_of, op_name, unknown
+from edgeprune.pruning.recorder import TInfo, Tracer, arg_of, followed, op_name, set_outputs, unknown
 from edgeprune.pruning.reshapes import HEADS, POSITIONS, freeze_block, require
 
 
@@ -24,8 +24,8 @@ def _same(inf: TInfo, o: int, i: int) -> TInfo:
 def passthrough(tr: Tracer, func, args, kwargs, out, infos) -> None:
     """Activations, casts, contiguous(): same shape, same blocks."""
     src = args[0] if args else next(iter(kwargs.values()))
-    inf = tr.info(src) if isinstance(src, torch.Tensor) else None
-    if inf is None or inf.block is None or not isinstance(out, torch.Tensor) or out.shape != src.shape:
+    inf = followed(tr, src, out, blocks=True)
+    if inf is None or out.shape != src.shape:
         return unknown(tr, func, args, kwargs, out, infos)
     tr.set_info(out, inf)
 
@@ -41,10 +41,10 @@ def permute(tr: Tracer, func, args, kwargs, out, infos) -> None:
 def with_dim(tr: Tracer, func, args, kwargs, out, infos) -> None:
     """softmax and the like along one dim: inside blocks needs whole blocks, across needs positions."""
     src = args[0]
-    inf = tr.info(src)
+    inf = followed(tr, src, out, blocks=True)
     dim = kwargs.get("dim", args[2] if len(args) > 2 else 1) if func is F.normalize else \
         arg_of(args, kwargs, 1, ("dim",))
-    if inf is None or inf.block is None or dim is None or not isinstance(out, torch.Tensor):
+    if inf is None or dim is None:
         return unknown(tr, func, args, kwargs, out, infos)
     if dim % src.ndim == inf.inner:
         require(tr, inf, HEADS, op_name(func))
@@ -56,15 +56,13 @@ def with_dim(tr: Tracer, func, args, kwargs, out, infos) -> None:
 def split(tr: Tracer, func, args, kwargs, out, infos) -> None:
     """split/chunk: along the positions (q, k, v of every head) the pieces keep whole blocks."""
     src = args[0]
-    inf = tr.info(src)
-    if inf is None or inf.block is None:
+    inf = followed(tr, src, blocks=True)
+    if inf is None:
         return unknown(tr, func, args, kwargs, out, infos)
     dim = arg_of(args, kwargs, 2, ("dim",), 0) % src.ndim
-    pieces = list(out)
     if dim not in (inf.cdim, inf.inner):
-        for p in pieces:
-            tr.set_info(p, inf)
-        return
+        return set_outputs(tr, out, inf)
+    pieces = list(out)
     bounds = np.cumsum([0] + [p.shape[dim] for p in pieces])
     if dim == inf.inner:
         require(tr, inf, HEADS, f"{op_name(func)} of the positions in each block")
@@ -79,8 +77,8 @@ def split(tr: Tracer, func, args, kwargs, out, infos) -> None:
 def getitem(tr: Tracer, func, args, kwargs, out, infos) -> None:
     """Basic indexing that keeps both block dims whole."""
     src, index = args[0], args[1]
-    inf = tr.info(src)
-    if inf is None or inf.block is None or not isinstance(out, torch.Tensor):
+    inf = followed(tr, src, out, blocks=True)
+    if inf is None:
         return unknown(tr, func, args, kwargs, out, infos)
     dims = []
     for d in (inf.cdim, inf.inner):

@@ -34,6 +34,25 @@ def _input_labels(tr: Tracer, func, x: torch.Tensor, cdim: int) -> np.ndarray | 
     return inf.labels
 
 
+def _channel_labels(tr: Tracer, func, x: torch.Tensor, out: torch.Tensor) -> np.ndarray | None:
+    """Labels of a per-channel layer's input (channels at dim 1); without them the output keeps
+    only the input's taint and None is returned."""
+    labels = _input_labels(tr, func, x, 1)
+    if labels is None:
+        inf = tr.info(x)
+        tr.set_info(out, TInfo(taint=inf.taint) if inf is not None else None)
+    return labels
+
+
+def _bind_affine(tr: Tracer, args: tuple, kwargs: dict, dim: int, labels: np.ndarray) -> None:
+    """Weight and bias (arguments 2 and 3) of a norm layer follow ``labels`` along ``dim``."""
+    for i, name in ((2, "weight"), (3, "bias")):
+        t = _get(args, kwargs, i, name)
+        sname = tr.state_name(t) if isinstance(t, torch.Tensor) else None
+        if sname is not None:
+            tr.state.bind(sname, dim, "param", labels)
+
+
 def _computed_weight(tr: Tracer, func, x: torch.Tensor, out: torch.Tensor, n_out: int, cdim: int) -> None:
     inf = tr.info(x)
     if inf is not None:
@@ -42,63 +61,69 @@ def _computed_weight(tr: Tracer, func, x: torch.Tensor, out: torch.Tensor, n_out
     tr.set_info(out, TInfo(cdim, labels))
 
 
-def conv(tr: Tracer, func, args, kwargs, out, infos) -> None:
-    """conv1d/2d/3d: input channels are consumed, output channels created (depthwise: coupled)."""
+def _out_channels(w: torch.Tensor, transposed: bool, groups: int) -> int:
+    # weight [out, in/groups, k...] or, transposed, [in, out/groups, k...]; linear's is [out, in]
+    return w.shape[1] * groups if transposed else w.shape[0]
+
+
+def _weighted(tr: Tracer, func, args: tuple, kwargs: dict, out: torch.Tensor, cdim: int,
+              transposed: bool = False, groups: int = 1) -> tuple[Any, str, Any, np.ndarray | None] | None:
+    """(weight, its parameter name, bias, input labels) of a conv or linear call whose channels sit
+    at ``cdim``; None when the weight is computed in forward (its output channels are then frozen)."""
     x, w, b = args[0], _get(args, kwargs, 1, "weight"), _get(args, kwargs, 2, "bias")
-    groups = _get(args, kwargs, 6, "groups", 1)
     wname = tr.state_name(w)
     if wname is None:
-        return _computed_weight(tr, func, x, out, w.shape[0], 1)
+        _computed_weight(tr, func, x, out, _out_channels(w, transposed, groups), cdim % out.ndim)
+        return None
+    return w, wname, b, _input_labels(tr, func, x, cdim)
+
+
+def conv(tr: Tracer, func, args, kwargs, out, infos) -> None:
+    """conv1d/2d/3d: input channels are consumed, output channels created (depthwise: coupled)."""
+    _conv(tr, func, args, kwargs, out, transposed=False)
+
+
+def conv_transpose(tr: Tracer, func, args, kwargs, out, infos) -> None:
+    """conv_transpose1d/2d/3d: the same, with the weight laid out [in, out/groups, k...]."""
+    _conv(tr, func, args, kwargs, out, transposed=True)
+
+
+def _conv(tr: Tracer, func, args: tuple, kwargs: dict, out: torch.Tensor, transposed: bool) -> None:
+    """Plain convolutions prune input and output channels; a grouped one mixes channels inside
+    each group, so its channels are kept, except a depthwise conv whose channels pass through."""
+    groups = _get(args, kwargs, 6, "groups", 1)
+    found = _weighted(tr, func, args, kwargs, out, 1, transposed, groups)
+    if found is None:
+        return
+    w, wname, b, labels = found
     mod_name = _module_of(wname)
-    labels = _input_labels(tr, func, x, 1)
-    n_out, n_in = w.shape[0], w.shape[1] * groups
+    kind = "transposed convolution" if transposed else "convolution"
+    out_dim, n_out = (1 if transposed else 0), _out_channels(w, transposed, groups)
     module = tr.modules.get(mod_name)
-    depthwise = (groups > 1 and groups == n_in == n_out and isinstance(module, nn.modules.conv._ConvNd)
-                 and module.groups == groups)
+    depthwise = (not transposed and groups > 1 and groups == w.shape[1] * groups == n_out
+                 and isinstance(module, nn.modules.conv._ConvNd) and module.groups == groups)
     if depthwise and labels is not None:
         tr.state.bind(wname, 0, "dw", labels)
         out_labels = labels
     else:
-        out_labels = tr.state.produce(wname, 0, "out", n_out, mod_name)
+        out_labels = tr.state.produce(wname, out_dim, "out", n_out, mod_name)
         if labels is not None:
             if groups == 1:
-                tr.state.bind(wname, 1, "in", labels)
+                tr.state.bind(wname, 1 - out_dim, "in", labels)
             else:
-                tr.state.freeze(labels, f"input of grouped convolution '{mod_name}'")
+                tr.state.freeze(labels, f"input of grouped {kind} '{mod_name}'")
         if groups > 1:
-            tr.state.freeze(out_labels, f"grouped convolution '{mod_name}'")
-    _bind_bias(tr, b, out_labels)
-    tr.set_info(out, TInfo(1, out_labels))
-
-
-def conv_transpose(tr: Tracer, func, args, kwargs, out, infos) -> None:
-    """conv_transpose: weight is [in, out/groups, k...]."""
-    x, w, b = args[0], _get(args, kwargs, 1, "weight"), _get(args, kwargs, 2, "bias")
-    groups = _get(args, kwargs, 6, "groups", 1)
-    wname = tr.state_name(w)
-    if wname is None:
-        return _computed_weight(tr, func, x, out, out.shape[1], 1)
-    mod_name = _module_of(wname)
-    labels = _input_labels(tr, func, x, 1)
-    out_labels = tr.state.produce(wname, 1, "out", w.shape[1] * groups, mod_name)
-    if groups == 1:
-        if labels is not None:
-            tr.state.bind(wname, 0, "in", labels)
-    else:
-        tr.state.freeze(out_labels, f"grouped transposed convolution '{mod_name}'")
-        if labels is not None:
-            tr.state.freeze(labels, f"input of grouped transposed convolution '{mod_name}'")
+            tr.state.freeze(out_labels, f"grouped {kind} '{mod_name}'")
     _bind_bias(tr, b, out_labels)
     tr.set_info(out, TInfo(1, out_labels))
 
 
 def linear(tr: Tracer, func, args, kwargs, out, infos) -> None:
     """linear: reads the last dim (after a flatten each channel spans H*W columns)."""
-    x, w, b = args[0], _get(args, kwargs, 1, "weight"), _get(args, kwargs, 2, "bias")
-    wname = tr.state_name(w)
-    if wname is None:
-        return _computed_weight(tr, func, x, out, w.shape[0], out.ndim - 1)
-    labels = _input_labels(tr, func, x, -1)
+    found = _weighted(tr, func, args, kwargs, out, -1)
+    if found is None:
+        return
+    w, wname, b, labels = found
     if labels is not None:
         tr.state.bind(wname, 1, "in", labels)
     out_labels = tr.state.produce(wname, 0, "out", w.shape[0], _module_of(wname))
@@ -109,10 +134,8 @@ def linear(tr: Tracer, func, args, kwargs, out, infos) -> None:
 def batch_norm(tr: Tracer, func, args, kwargs, out, infos) -> None:
     """batch_norm: per-channel stats and affine parameters follow the input channels."""
     x = args[0]
-    labels = _input_labels(tr, func, x, 1)
+    labels = _channel_labels(tr, func, x, out)
     if labels is None:
-        inf = tr.info(x)
-        tr.set_info(out, TInfo(taint=inf.taint) if inf is not None else None)
         return
     for i, (name, role) in enumerate((("running_mean", "bn_stat"), ("running_var", "bn_stat"),
                                       ("weight", "bn_weight"), ("bias", "bn_bias"))):
@@ -127,10 +150,8 @@ def batch_norm(tr: Tracer, func, args, kwargs, out, infos) -> None:
 def prelu(tr: Tracer, func, args, kwargs, out, infos) -> None:
     """prelu: a per-channel slope parameter (or one shared slope)."""
     x, w = args[0], _get(args, kwargs, 1, "weight")
-    labels = _input_labels(tr, func, x, 1)
+    labels = _channel_labels(tr, func, x, out)
     if labels is None:
-        inf = tr.info(x)
-        tr.set_info(out, TInfo(taint=inf.taint) if inf is not None else None)
         return
     if w.numel() == labels.size and labels.size > 1:
         sname = tr.state_name(w)
@@ -153,28 +174,18 @@ def layer_norm(tr: Tracer, func, args, kwargs, out, infos) -> None:
     if inf.cdim >= first:
         tr.state.freeze(inf.labels, f"layer norm '{tr.where or 'model'}' normalizes across these channels "
                                     "(removing one changes all the others)")
-        for i, name in ((2, "weight"), (3, "bias")):
-            t = _get(args, kwargs, i, name)
-            sname = tr.state_name(t) if isinstance(t, torch.Tensor) else None
-            if sname is not None:
-                tr.state.bind(sname, inf.cdim - first, "param", inf.labels)
+        _bind_affine(tr, args, kwargs, inf.cdim - first, inf.labels)
     tr.set_info(out, TInfo(inf.cdim, inf.labels))
 
 
 def group_norm(tr: Tracer, func, args, kwargs, out, infos) -> None:
     """group_norm normalizes across the channels of each group: they are never pruned."""
     x = args[0]
-    labels = _input_labels(tr, func, x, 1)
+    labels = _channel_labels(tr, func, x, out)
     if labels is None:
-        inf = tr.info(x)
-        tr.set_info(out, TInfo(taint=inf.taint) if inf is not None else None)
         return
     tr.state.freeze(labels, f"group norm '{tr.where or 'model'}' normalizes across groups of these channels")
-    for i, name in ((2, "weight"), (3, "bias")):
-        t = _get(args, kwargs, i, name)
-        sname = tr.state_name(t) if isinstance(t, torch.Tensor) else None
-        if sname is not None:
-            tr.state.bind(sname, 0, "param", labels)
+    _bind_affine(tr, args, kwargs, 0, labels)
     tr.set_info(out, TInfo(1, labels))
 
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from edgeprune.pruning import blocks, layers, reshapes, shapes
-from edgeprune.pruning.recorder import TInfo, Tracer, iter_tensors, op_name, set_outputs, unknown
+from edgeprune.pruning.recorder import TInfo, Tracer, followed, iter_tensors, op_name, set_outputs, unknown
 from edgeprune.pruning.recorder import arg_of as _arg
 
 Handler = Callable[[Tracer, Any, tuple, dict, Any, list], None]
@@ -145,8 +145,8 @@ def reduce(tr: Tracer, func, args, kwargs, out, infos) -> None:
     dim = _arg(args, kwargs, 1, ("dim", "axis"))
     if isinstance(dim, torch.Tensor):  # torch.max(a, b) is elementwise
         return pointwise(tr, func, args, kwargs, out, infos)
-    inf = tr.info(src)
-    if inf is None or inf.labels is None:
+    inf = followed(tr, src)
+    if inf is None:
         return unknown(tr, func, args, kwargs, out, infos)
     if dim is None or (isinstance(dim, (list, tuple)) and len(dim) == 0):
         return unknown(tr, func, args, kwargs, out, infos, "reduces over all dims")
@@ -162,8 +162,8 @@ def reduce(tr: Tracer, func, args, kwargs, out, infos) -> None:
 def permute(tr: Tracer, func, args, kwargs, out, infos) -> None:
     """permute/transpose/movedim: the channel dim moves with its data."""
     src = args[0]
-    inf = tr.info(src)
-    if inf is None or inf.labels is None:
+    inf = followed(tr, src)
+    if inf is None:
         return unknown(tr, func, args, kwargs, out, infos)
     order = shapes.permute_order(func, args, kwargs, src.ndim)
     tr.set_info(out, TInfo(order.index(inf.cdim), inf.labels))
@@ -172,8 +172,8 @@ def permute(tr: Tracer, func, args, kwargs, out, infos) -> None:
 def expand(tr: Tracer, func, args, kwargs, out, infos) -> None:
     """expand/expand_as/broadcast_to/repeat: fine while the channel dim is not repeated."""
     src = args[0]
-    inf = tr.info(src)
-    if inf is None or inf.labels is None or not isinstance(out, torch.Tensor):
+    inf = followed(tr, src, out)
+    if inf is None:
         return unknown(tr, func, args, kwargs, out, infos)
     cdim = inf.cdim + out.ndim - src.ndim
     if out.shape[cdim] != inf.labels.size:
@@ -184,8 +184,8 @@ def expand(tr: Tracer, func, args, kwargs, out, infos) -> None:
 def getitem(tr: Tracer, func, args, kwargs, out, infos) -> None:
     """Indexing: slices on other dims pass channels; a slice on the channel dim takes a piece."""
     src, index = args[0], args[1]
-    inf = tr.info(src)
-    if inf is None or inf.labels is None or not isinstance(out, torch.Tensor):
+    inf = followed(tr, src, out)
+    if inf is None:
         return unknown(tr, func, args, kwargs, out, infos)
     res = shapes.follow_index(src.ndim, inf.cdim, index)
     if res is None:
@@ -228,8 +228,8 @@ def cat(tr: Tracer, func, args, kwargs, out, infos) -> None:
 def split(tr: Tracer, func, args, kwargs, out, infos) -> None:
     """split/chunk/tensor_split: pieces along the channel dim (sizes kept valid, see layers)."""
     src = args[0]
-    inf = tr.info(src)
-    if inf is None or inf.labels is None:
+    inf = followed(tr, src)
+    if inf is None:
         return unknown(tr, func, args, kwargs, out, infos)
     dim = _arg(args, kwargs, 2, ("dim",), 0) % src.ndim
     arg = _arg(args, kwargs, 1, ("chunks", "split_size_or_sections", "split_size", "split_sizes",
@@ -238,12 +238,9 @@ def split(tr: Tracer, func, args, kwargs, out, infos) -> None:
     is_chunk = func in (torch.chunk, torch.Tensor.chunk) or (sectioned and isinstance(arg, int))
     if sectioned and not is_chunk and dim == inf.cdim:
         return unknown(tr, func, args, kwargs, out, infos, "tensor_split at literal channel indices")
-    pieces = list(out)
     if dim != inf.cdim:
-        for p in pieces:
-            tr.set_info(p, TInfo(inf.cdim, inf.labels))
-        return
-    layers.channel_split(tr, func, inf, pieces, None if is_chunk else arg)
+        return set_outputs(tr, out, inf)
+    layers.channel_split(tr, func, inf, list(out), None if is_chunk else arg)
 
 
 def unbind(tr: Tracer, func, args, kwargs, out, infos) -> None:

@@ -190,3 +190,18 @@ def arg_of(args: tuple, kwargs: dict, i: int, names: tuple[str, ...], default: A
         if n in kwargs:
             return kwargs[n]
     return default
+
+
+_ANY_RESULT = object()
+
+
+def followed(tr: Tracer, src: Any, out: Any = _ANY_RESULT, blocks: bool = False) -> TInfo | None:
+    """Channel info of an op's input ``src`` when a handler can follow it: labelled channels (split
+    into blocks when ``blocks``) and, where ``out`` is given, a single result tensor. None means the
+    handler leaves the op to ``unknown``."""
+    inf = tr.info(src) if isinstance(src, torch.Tensor) else None
+    if inf is None or (inf.block is None if blocks else inf.labels is None):
+        return None
+    if out is not _ANY_RESULT and not isinstance(out, torch.Tensor):
+        return None
+    return inf

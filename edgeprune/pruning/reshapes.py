@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from edgeprune.pruning import shapes
-from edgeprune.pruning.recorder import TInfo, Tracer, op_name, unknown
+from edgeprune.pruning.recorder import TInfo, Tracer, followed, op_name, unknown
 from edgeprune.pruning.size_attrs import find_size_attr
 from edgeprune.pruning.state import SizeAttr
 
@@ -148,8 +148,8 @@ def _fixed_reason(name: str, tr: Tracer, value: Any, what: str) -> str:
 def reshape(tr: Tracer, func, args, kwargs, out, infos) -> None:
     """view/reshape/flatten/unflatten/squeeze/unsqueeze on plain or block-split channels."""
     src = args[0]
-    inf = tr.info(src)
-    if inf is None or inf.labels is None or not isinstance(out, torch.Tensor):
+    inf = followed(tr, src, out)
+    if inf is None:
         return unknown(tr, func, args, kwargs, out, infos)
     sizes = size_args(tr, func, args, kwargs, src, out)
     in_shape, out_shape = tuple(src.shape), tuple(out.shape)

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from edgeprune.errors import InvalidModelError, UnsupportedOperationError
+from edgeprune.forward import call_model, eval_mode
 from edgeprune.pruning.ops import handle
 from edgeprune.pruning.recorder import TInfo, Tracer, iter_tensors
 
@@ -50,29 +51,15 @@ def check_forward(model: nn.Module, example_inputs: Any) -> None:
 
     try:
         runner, inputs = _meta_copy(model), _map_tensors(example_inputs, lambda t: t.to("meta"))
-        _call(runner.eval(), inputs)
+        call_model(runner.eval(), inputs)
         return
     except Exception:  # noqa: BLE001  (needs real values: run for real below)
         pass
-    modes = {m: m.training for m in model.modules()}
     try:
-        with torch.no_grad():
-            _call(model.eval(), example_inputs)
+        with eval_mode(model), torch.no_grad():
+            call_model(model, example_inputs)
     except Exception as e:  # noqa: BLE001
         raise InvalidPlanError(f"the pruned model's forward fails: {type(e).__name__}: {e}") from e
-    finally:
-        for m, mode in modes.items():
-            m.train(mode)
-
-
-def _call(model: nn.Module, inputs: Any) -> Any:
-    if isinstance(inputs, torch.Tensor):
-        return model(inputs)
-    if isinstance(inputs, dict):
-        return model(**inputs)
-    if isinstance(inputs, (list, tuple)):
-        return model(*inputs)
-    raise InvalidModelError("example_inputs must be a tensor, a tuple/list or a dict of tensors")
 
 
 def _meta_copy(model: nn.Module) -> nn.Module:
@@ -102,26 +89,19 @@ def _run(model: nn.Module, example_inputs: Any) -> Tracer:
     for name, mod in model.named_modules():
         handles.append(mod.register_forward_pre_hook(_push(tracer, name)))
         handles.append(mod.register_forward_hook(_pop(tracer), always_call=True))
-    was_training = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
+    with eval_mode(model, handles):
         for i, t in enumerate(iter_tensors(inputs)):
             if t.ndim >= 2:
                 labels = tracer.state.new_producer(f"input{i}", t.shape[1], frozen="model input")
                 tracer.set_info(t, TInfo(1, labels))
         with torch.no_grad(), tracer:
-            out = _call(model, inputs)
+            out = call_model(model, inputs)
         for block in tracer.blocks:
             block.finalize(tracer)
         for t in iter_tensors(out):
             inf = tracer.info(t)
             if inf is not None:
                 tracer.state.outputs |= tracer.producers(inf)
-    finally:
-        for h in handles:
-            h.remove()
-        for m, mode in was_training.items():
-            m.train(mode)
     return tracer
 
 

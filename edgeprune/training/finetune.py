@@ -86,7 +86,28 @@ def labeled_objective(model: nn.Module, img_size: int, hyp: LossHyp | None = Non
     return LabeledObjective(model, img_size, hyp, teacher, distill)
 
 
-class LabeledFinetune:
+class _Finetune:
+    """What the built-in fine-tunes share: settings checked when built, one ``Trainer`` per call."""
+
+    cfg: dict[str, Any]
+
+    def _configure(self, batch_size: int, lr: float, cfg: dict[str, Any]) -> None:
+        self.cfg = {"batch_size": batch_size, "lr": lr, "ema": False, "bn_recalibrate": 16, **cfg}
+        make_config(**self.cfg).validate()  # fail early on bad settings
+        self.last_trainer: Trainer | None = None
+
+    def __call__(self, model: nn.Module, steps: int) -> nn.Module:
+        """Train ``model`` for ``steps`` optimizer steps; returns it in eval mode."""
+        trainer = self.make_trainer(model, steps)
+        self.last_trainer = trainer
+        return trainer.train(steps).eval()
+
+    def make_trainer(self, model: nn.Module, steps: int, **overrides: Any) -> Trainer:
+        """The ``Trainer`` a call would use (``overrides``: TrainConfig fields, e.g. ckpt_dir, resume)."""
+        raise NotImplementedError
+
+
+class LabeledFinetune(_Finetune):
     """Fine-tune on labeled data: a YOLO folder (images/ + labels/), a data.yaml, or a dataset instance
     (e.g. ``CocoDataset``; it is copied and augmented with this fine-tune's seed)."""
 
@@ -112,15 +133,7 @@ class LabeledFinetune:
             raise InvalidConfigError(f"distill (the distillation loss weight) must be >= 0, got {distill}")
         self.teacher, self.distill, self.cache_images = teacher, float(distill), bool(cache_images)
         self._dataset = None
-        self.cfg = {"batch_size": batch_size, "lr": lr, "ema": False, "bn_recalibrate": 16, **cfg}
-        make_config(**self.cfg).validate()  # fail early on bad settings
-        self.last_trainer: Trainer | None = None
-
-    def __call__(self, model: nn.Module, steps: int) -> nn.Module:
-        """Train ``model`` for ``steps`` optimizer steps; returns it in eval mode."""
-        trainer = self.make_trainer(model, steps)
-        self.last_trainer = trainer
-        return trainer.train(steps).eval()
+        self._configure(batch_size, lr, cfg)
 
     def make_trainer(self, model: nn.Module, steps: int, **overrides: Any) -> Trainer:
         """The ``Trainer`` a call would use (``overrides``: TrainConfig fields, e.g. ckpt_dir, resume)."""
@@ -160,7 +173,7 @@ class LabeledFinetune:
         return out
 
 
-class DistillFinetune:
+class DistillFinetune(_Finetune):
     """Fine-tune a (pruned) student to match ``teacher`` on unlabeled images in ``images_dir``."""
 
     def __init__(
@@ -179,15 +192,7 @@ class DistillFinetune:
         self.teacher = teacher
         self.images_dir, self.img_size, self.augment = Path(images_dir), int(img_size), augment
         self.weights = {"box": box, "obj": obj, "cls": cls}
-        self.cfg = {"batch_size": batch_size, "lr": lr, "ema": False, "bn_recalibrate": 16, **cfg}
-        make_config(**self.cfg).validate()
-        self.last_trainer: Trainer | None = None
-
-    def __call__(self, model: nn.Module, steps: int) -> nn.Module:
-        """Distill into ``model`` for ``steps`` optimizer steps; returns it in eval mode."""
-        trainer = self.make_trainer(model, steps)
-        self.last_trainer = trainer
-        return trainer.train(steps).eval()
+        self._configure(batch_size, lr, cfg)
 
     def make_trainer(self, model: nn.Module, steps: int, **overrides: Any) -> Trainer:
         """The ``Trainer`` a call would use (``overrides``: TrainConfig fields, e.g. ckpt_dir, resume)."""

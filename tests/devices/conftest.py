@@ -13,25 +13,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from onnx_models import save_onnx  # tests/runtimes is on pytest's pythonpath
 
 SSHD = shutil.which("sshd") or ("/usr/sbin/sshd" if os.path.exists("/usr/sbin/sshd") else None)
 
 
 def make_conv_onnx(path: Path, cout: int = 8, size: int = 32, seed: int = 0) -> Path:
     """A Conv+Relu ONNX model with input ``images [1,3,size,size]``."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     rng = np.random.default_rng(seed)
     w = numpy_helper.from_array((rng.standard_normal((cout, 3, 3, 3)) * 0.1).astype(np.float32), "w")
     nodes = [helper.make_node("Conv", ["images", "w"], ["y"], pads=[1, 1, 1, 1]),
              helper.make_node("Relu", ["y"], ["output"])]
-    graph = helper.make_graph(
-        nodes, "tiny", [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, size, size])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, cout, size, size])], [w])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
+    save_onnx(path, nodes, [w], [1, 3, size, size], [1, cout, size, size], opset=17)
     return path
 
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
+from onnx_models import save_onnx  # tests/runtimes is on pytest's pythonpath
 
 
 def conv_candidate(
@@ -40,15 +38,6 @@ def conv_candidate(
         n("Reshape", ["s3", "shape"], ["flat"]),
         n("Transpose", ["flat"], ["output"], perm=[0, 2, 1]),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "tiny",
-        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, size, size])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, hw, no])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
     meta = {
         "input_name": "images",
         "input_size": [size, size],
@@ -57,6 +46,4 @@ def conv_candidate(
         "sparsity": sparsity,
         "plan_sha256": f"{width:064d}",
     }
-    helper.set_model_props(model, {"edgeprune": json.dumps(meta)})
-    onnx.save(model, str(path))
-    return str(path)
+    return save_onnx(path, nodes, inits, [1, 3, size, size], [1, hw, no], meta=meta)

@@ -6,16 +6,15 @@ import torch
 from torch.utils.data import DataLoader
 
 from edgeprune.data import CocoDataset, ImageFolder, YoloDataset, collate, targets_to_xyxy
-from edgeprune.data.synthetic import CLASSES, generate
+from edgeprune.data.synthetic import CLASSES
 from edgeprune.data.yolo import label_path_for, parse_label_file
 from edgeprune.errors import InvalidDataError
 from edgeprune.runtimes.preprocess import boxes_from_letterbox
 
 
-@pytest.fixture(scope="module")
-def syn(tmp_path_factory):
-    # non-square images so the letterbox pads
-    return generate(tmp_path_factory.mktemp("data") / "syn", 8, seed=5, img_size=(240, 320), progress=False)
+@pytest.fixture
+def syn(synthetic_data):
+    return synthetic_data(8, seed=5, img_size=(240, 320))  # non-square images so the letterbox pads
 
 
 def test_items_and_collate(syn):

@@ -12,9 +12,9 @@ from edgeprune.data.yolo import parse_label_file
 from edgeprune.errors import InvalidDataError
 
 
-@pytest.fixture(scope="module")
-def syn50(tmp_path_factory):
-    return generate(tmp_path_factory.mktemp("syn") / "d", 50, seed=3, progress=False)
+@pytest.fixture
+def syn50(synthetic_data):
+    return synthetic_data(50, seed=3)
 
 
 def _files(root: Path) -> dict[str, bytes]:

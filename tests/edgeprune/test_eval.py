@@ -6,7 +6,6 @@ import torch
 from torch import nn
 
 from edgeprune.data import YoloDataset, targets_to_xyxy
-from edgeprune.data.synthetic import generate
 from edgeprune.errors import InvalidDataError
 from edgeprune.evaluation import (
     DetectionEvaluator,
@@ -74,9 +73,9 @@ def test_shifted_boxes_lower_map5095():
     assert set(m) >= {"AP50-95/0", "AP50-95/1", "AP50-95/2"}
 
 
-@pytest.fixture(scope="module")
-def syn(tmp_path_factory):
-    return generate(tmp_path_factory.mktemp("eval") / "syn", 10, seed=2, img_size=(240, 320), progress=False)
+@pytest.fixture
+def syn(synthetic_data):
+    return synthetic_data(10, seed=2, img_size=(240, 320))
 
 
 def test_oracle_predictor_through_dataset_path(syn):

@@ -26,15 +26,8 @@ from edgeprune.pruning import kept_channels
 
 HERE = Path(__file__).resolve().parent  # subprocesses get it as PYTHONPATH to import the tiny net
 X = torch.zeros(1, 3, tiny.IMG, tiny.IMG)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convs on a shared, loaded 2-core machine run ~8x faster on one thread than on two."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# tiny convs on a shared, loaded 2-core machine run ~8x faster on one thread than on two
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_sensitivity_table_and_cache_reuse(tmp_path):

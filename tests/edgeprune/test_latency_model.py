@@ -131,7 +131,7 @@ def test_calibration_falls_back_to_a_scale_on_odd_points():
     assert _fit([(10.0, 5.0)]) == (0.5, 0.0, 1.0)
     assert _fit([(10.0, 5.0), (10.0, 4.0)]) == (0.5, 0.0, 1.0)  # same layer sum: no slope to fit
     assert _fit([(10.0, 5.0), (5.0, 0.01)]) == (0.5, 0.0, 1.0)  # beta ~9: noise, not a law
-    lm = latency.LatencyModel.from_dict({**{"key": {}, "layers": [], "tables": []}, "alpha": 1, "fixed_ms": 0})
+    lm = latency.LatencyModel.from_dict({"key": {}, "layers": [], "tables": [], "alpha": 1, "fixed_ms": 0})
     assert lm.beta == 1.0  # models cached before the power law read as linear
 
 

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from pruning_helpers import Mid, X
 from torch import nn
 
 import edgeprune as ep
@@ -42,22 +43,6 @@ class RepConvLike(nn.Module):
 
     def forward(self, x):
         return self.out(self.dense(x) + self.one(x))
-
-
-class Mid(nn.Module):
-    """Wraps one mid-network op between two convs."""
-
-    def __init__(self, op, c_mid: int = 8, sizes: tuple[int, ...] | None = None) -> None:
-        super().__init__()
-        self.a = nn.Conv2d(3, 8, 1)
-        self.b = nn.Conv2d(c_mid, 4, 1)
-        self.op = op
-
-    def forward(self, x):
-        return self.b(self.op(self.a(x)))
-
-
-X = torch.rand(1, 3, 8, 8)
 
 
 def test_kept_channels_is_monotone_and_rounded() -> None:
@@ -236,6 +221,16 @@ def test_grouped_conv_channels_are_left_alone() -> None:
     g = ep.trace(model, X)
     assert not g.group("a").prunable and "grouped" in g.group("a").reason
     assert not g.group("op").prunable
+
+
+@pytest.mark.parametrize("groups", [2, 8])  # 8: depthwise-shaped, but a transposed conv is never coupled
+def test_grouped_transposed_conv_channels_are_left_alone(groups: int) -> None:
+    model = Mid(nn.ConvTranspose2d(8, 8, 3, padding=1, groups=groups))
+    g = ep.trace(model, X)
+    assert not g.group("a").prunable and "grouped transposed convolution" in g.group("a").reason
+    assert not g.group("op").prunable and "grouped transposed convolution 'op'" in g.group("op").reason
+    plain = ep.trace(Mid(nn.ConvTranspose2d(8, 8, 3, padding=1)), X)
+    assert plain.group("a").prunable and plain.group("op").prunable
 
 
 def test_forward_needing_real_values_is_traced_for_real() -> None:

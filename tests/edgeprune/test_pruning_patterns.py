@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from pruning_helpers import build_net  # tests/edgeprune is on pytest's pythonpath
 from torch import nn
 
 import edgeprune as ep
@@ -256,16 +257,7 @@ def outputs(out) -> list[torch.Tensor]:
 
 def build(name: str, seed: int = 0) -> tuple[nn.Module, torch.Tensor]:
     """A pattern model with non-trivial BN statistics, in eval mode, and its example input."""
-    cls, size = PATTERNS[name]
-    torch.manual_seed(seed)
-    model = cls()
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.normal_(0, 0.2)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.normal_(0, 0.2)
-    return model.eval(), torch.rand(2, 3, size, size)
+    return build_net(PATTERNS, name, seed)
 
 
 @pytest.mark.parametrize("name", sorted(PATTERNS))

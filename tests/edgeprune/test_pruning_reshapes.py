@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from pruning_helpers import Mid, X, build_net
 from reshape_models import (
     AttentionV84,
     ConvNeXt,
@@ -34,19 +35,7 @@ NETS = {
 
 def build(name: str, seed: int = 0) -> tuple[nn.Module, torch.Tensor]:
     """A network with non-trivial normalisation statistics, in eval mode, and its example input."""
-    cls, size = NETS[name]
-    torch.manual_seed(seed)
-    model = cls()
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.normal_(0, 0.2)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.normal_(0, 0.2)
-        elif isinstance(m, nn.LayerNorm):
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.normal_(0, 0.2)
-    return model.eval(), torch.rand(2, 3, size, size)
+    return build_net(NETS, name, seed)
 
 
 def outputs(out) -> list[torch.Tensor]:
@@ -150,20 +139,6 @@ def test_convnext_layer_norm_keeps_normalized_channels_and_prunes_the_mlp() -> N
     ep.prune(model, x, sparsity=0.5)
     block = model.features[1][0].block
     assert block[3].out_features == 32 and block[5].in_features == 32
-
-
-class Mid(nn.Module):
-    def __init__(self, op, c_mid: int = 8) -> None:
-        super().__init__()
-        self.a = nn.Conv2d(3, 8, 1)
-        self.b = nn.Conv2d(c_mid, 4, 1)
-        self.op = op
-
-    def forward(self, x):
-        return self.b(self.op(self.a(x)))
-
-
-X = torch.rand(1, 3, 8, 8)
 
 
 @pytest.mark.parametrize("op, c_mid, match", [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from pruning_helpers import randomize_norms  # tests/edgeprune is on pytest's pythonpath
 from torch import nn
 
 import edgeprune as ep
@@ -12,14 +13,7 @@ from edgeprune.pruning.verify import max_output_change
 
 def _build(name: str, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
-    model = getattr(ep.models, name)(num_classes=3)
-    for m in model.modules():  # non-trivial statistics so that wrong channels would show
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.normal_(0, 0.1)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.normal_(0, 0.1)
-    return model.eval()
+    return randomize_norms(getattr(ep.models, name)(num_classes=3), std=0.1)
 
 
 X = torch.rand(1, 3, 128, 128)

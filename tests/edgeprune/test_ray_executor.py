@@ -18,7 +18,7 @@ import torch
 from edgeprune.errors import ClusterError, InvalidConfigError
 from edgeprune.iterative import SerialExecutor, executor_from_config, sensitivity
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 ray = pytest.importorskip("ray", reason="needs the ray extra: pip install 'edgeprune[ray]'")
 from edgeprune.iterative import RayExecutor  # noqa: E402
 
@@ -34,14 +34,6 @@ def cluster():
         yield c
     finally:
         c.stop()
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _evals(log: Path) -> list[str]:

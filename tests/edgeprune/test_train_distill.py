@@ -18,11 +18,8 @@ IMG = 64
 
 
 @pytest.fixture(scope="module")
-def images_dir(tmp_path_factory):
-    from edgeprune.data.synthetic import generate
-
-    root = generate(tmp_path_factory.mktemp("distill") / "d", 8, seed=5, img_size=(IMG, IMG), progress=False)
-    return root / "images"
+def images_dir(synthetic_data):
+    return synthetic_data(8, seed=5, img_size=(IMG, IMG)) / "images"
 
 
 @pytest.fixture(scope="module")

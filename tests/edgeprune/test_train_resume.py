@@ -18,12 +18,10 @@ TOTAL, CUT = 6, 3
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
+def dataset(synthetic_data):
     from edgeprune.data import YoloDataset
-    from edgeprune.data.synthetic import generate
 
-    root = generate(tmp_path_factory.mktemp("resume") / "d", 8, seed=7, img_size=(IMG, IMG), progress=False)
-    return YoloDataset(root, IMG, augment=False)
+    return YoloDataset(synthetic_data(8, seed=7, img_size=(IMG, IMG)), IMG, augment=False)
 
 
 def _trainer(dataset, ckpt_dir, resume=False, **kw) -> Trainer:

@@ -7,11 +7,9 @@ and outputs it as one detection row ``(cx, cy, w, h, obj, p_cls0, p_cls1)`` of c
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
-import onnx
 from onnx import TensorProto, helper, numpy_helper
+from onnx_models import save_onnx
 
 
 def dark_box_onnx(path, h: int = 64, w: int = 96, class_names=("a", "b"), sparsity: float = 0.0) -> str:
@@ -53,15 +51,6 @@ def dark_box_onnx(path, h: int = 64, w: int = 96, class_names=("a", "b"), sparsi
         n("Concat", ["x_c", "y_c", "x_size", "y_size", "obj", "cls"], ["row7"], axis=1),  # [1, 7]
         n("Reshape", ["row7", "out_shape"], ["output"]),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "dark_box",
-        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, h, w])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 1, 7])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
     meta = {
         "input_name": "images",
         "input_size": [h, w],
@@ -74,10 +63,7 @@ def dark_box_onnx(path, h: int = 64, w: int = 96, class_names=("a", "b"), sparsi
         "sparsity": sparsity,
         "plan_sha256": "0" * 64,
     }
-    helper.set_model_props(model, {"edgeprune": json.dumps(meta)})
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return str(path)
+    return save_onnx(path, nodes, inits, [1, 3, h, w], [1, 1, 7], name="dark_box", meta=meta)
 
 
 def image_with_box(shape=(120, 200), box=(50, 30, 110, 80)) -> np.ndarray:

@@ -12,28 +12,19 @@ from edgeprune.runtimes import available
 FAST = ["--min-runs", "5", "--min-seconds", "0", "--warmup-runs", "1"]
 
 
+def profile_report(model, tmp_path, *options: str) -> dict:
+    """Run ``edgeprune profile MODEL OPTIONS --json`` with few timed runs; the JSON report it wrote."""
+    out = tmp_path / "r.json"
+    assert main(["profile", str(model), *options, "--json", str(out), *FAST]) == 0
+    return json.loads(out.read_text())
+
+
 def test_profile_one_runtime_writes_json_and_table(tiny_onnx, tmp_path, capsys):
     path, _, _ = tiny_onnx
-    out = tmp_path / "r.json"
-    rc = main(
-        [
-            "profile",
-            str(path),
-            "--runtime",
-            "onnxruntime",
-            "--threads",
-            "1",
-            "--workdir",
-            str(tmp_path / "w"),
-            "--json",
-            str(out),
-            *FAST,
-        ]
-    )
-    assert rc == 0
+    report = profile_report(path, tmp_path, "--runtime", "onnxruntime", "--threads", "1",
+                            "--workdir", str(tmp_path / "w"))
     text = capsys.readouterr().out
     assert "median ms" in text and "tiny:onnxruntime" in text and "CoV" in text
-    report = json.loads(out.read_text())
     (r,) = report["results"]
     assert r["runtime"] == "onnxruntime" and r["threads"] == 1 and r["precision"] == "fp32"
     assert r["stats"]["n"] >= 5 and r["stats"]["median_ms"] > 0 and r["compile_s"] >= 0
@@ -44,26 +35,8 @@ def test_profile_one_runtime_writes_json_and_table(tiny_onnx, tmp_path, capsys):
 @pytest.mark.skipif(not {"openvino", "opencv"} <= set(available()), reason="needs openvino and opencv")
 def test_profile_several_runtimes_side_by_side(tiny_onnx, tmp_path, capsys):
     path, _, _ = tiny_onnx
-    out = tmp_path / "r.json"
-    rc = main(
-        [
-            "profile",
-            str(path),
-            "--runtime",
-            "onnxruntime",
-            "--runtime",
-            "openvino",
-            "--runtime",
-            "opencv",
-            "--option",
-            "opencv.engine=classic",
-            "--json",
-            str(out),
-            *FAST,
-        ]
-    )
-    assert rc == 0
-    report = json.loads(out.read_text())
+    report = profile_report(path, tmp_path, "--runtime", "onnxruntime", "--runtime", "openvino",
+                            "--runtime", "opencv", "--option", "opencv.engine=classic")
     assert [r["runtime"] for r in report["results"]] == ["onnxruntime", "openvino", "opencv"]
     assert report["interleaved"] is True
     assert report["ratio_to_first"]["tiny:onnxruntime"] == 1.0

@@ -13,8 +13,6 @@ import pytest
 from edgeprune.errors import InvalidConfigError
 from edgeprune.runtimes import onnxruntime_backend as ob
 
-from .conftest import make_conv_relu
-
 
 def fake_ort(sessions: list, runs: list):
     import onnxruntime as real
@@ -49,11 +47,19 @@ def fake_ort(sessions: list, runs: list):
     return mod
 
 
-def test_trt_ep_caches_in_the_artifact_folder_and_compile_includes_the_first_run(tmp_path, monkeypatch):
+@pytest.fixture
+def recorded(monkeypatch) -> tuple[list, list]:
+    """The backend on the stand-in onnxruntime: (sessions created, sessions run), filled as it goes."""
     pytest.importorskip("onnxruntime")
     sessions, runs = [], []
     monkeypatch.setattr(ob.OnnxRuntimeRuntime, "sdk", lambda self: fake_ort(sessions, runs))
-    onnx = make_conv_relu(tmp_path / "m.onnx")[0]
+    return sessions, runs
+
+
+def test_trt_ep_caches_in_the_artifact_folder_and_compile_includes_the_first_run(tmp_path, recorded,
+                                                                                 tiny_onnx):
+    sessions, runs = recorded
+    onnx = tiny_onnx[0]
     rt = ob.OnnxRuntimeRuntime()
     art = rt.compile(onnx, tmp_path / "art", precision="fp16",
                      providers=["TensorrtExecutionProvider", "CPUExecutionProvider"],
@@ -78,11 +84,9 @@ def test_trt_ep_caches_in_the_artifact_folder_and_compile_includes_the_first_run
     assert Path(later["trt_engine_cache_path"]) == moved / "trt_cache"
 
 
-def test_cpu_only_compile_does_not_run_and_bad_trt_options_are_refused(tmp_path, monkeypatch):
-    pytest.importorskip("onnxruntime")
-    sessions, runs = [], []
-    monkeypatch.setattr(ob.OnnxRuntimeRuntime, "sdk", lambda self: fake_ort(sessions, runs))
-    onnx = make_conv_relu(tmp_path / "m.onnx")[0]
+def test_cpu_only_compile_does_not_run_and_bad_trt_options_are_refused(tmp_path, recorded, tiny_onnx):
+    _, runs = recorded
+    onnx = tiny_onnx[0]
     rt = ob.OnnxRuntimeRuntime()
     art = rt.compile(onnx, tmp_path / "cpu")
     assert runs == [] and art.meta["compile_includes"] == "session creation"
