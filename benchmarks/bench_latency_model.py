@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import sys
 import tempfile
 import time
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
 
     from edgeprune import latency
-    from edgeprune.deploy.predicted import calibration_text
+    from edgeprune.deploy.predicted import anchored, calibration_text
     from edgeprune.deploy.targets import target_from_config
     from edgeprune.runtimes import available, compare, get
 
@@ -87,35 +88,44 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 for s in sessions.values():
                     s.close()
-            pred = {n: lm.predict_onnx(p) for n, p in paths.items()}
+            raw = {n: lm.predict_onnx(p) for n, p in paths.items()}
             meas = {n: res[n].median_ms for n in paths}
-            acc = latency.accuracy([pred[n] for n in paths], [meas[n] for n in paths])
+            pred, anchor = anchored(raw, meas, list(paths))  # as the sweep report does
+            rest = [n for n in paths if n != anchor]
+            acc = latency.accuracy([pred[n] for n in rest], [meas[n] for n in rest])
+            acc_raw = latency.accuracy([raw[n] for n in paths], [meas[n] for n in paths])
             results[rt_name] = {"version": rt.version(), "build_s": build_s, "alpha": lm.alpha,
                                 "fixed_ms": lm.fixed_ms, "beta": lm.beta, "accuracy": acc,
+                                "accuracy_unanchored": acc_raw, "anchor": anchor,
+                                "load_avg": os.getloadavg()[0],
                                 "rows": {n: {"measured_ms": meas[n], "cov": res[n].cov,
-                                             "predicted_ms": pred[n]} for n in paths}}
+                                             "predicted_ms": pred[n], "raw_predicted_ms": raw[n]}
+                                         for n in paths}}
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps(results, indent=2))
     print(f"demo YOLOv7-tiny {a.size}x{a.size}, fp32, {a.threads} threads, batch 1, inference only; "
-          "measured = median of interleaved runs (runtimes.compare); predicted = latency model from the "
-          "candidate's ONNX")
+          "measured = median of interleaved runs (runtimes.compare); raw = latency model from the "
+          "candidate's ONNX; predicted = raw anchored on the unpruned model measured in the same pass (as in "
+          "the sweep report; errors over the other candidates)")
     for rt_name, r in results.items():
         acc = r["accuracy"]
         rho = "n/a" if acc["spearman"] is None else f"{acc['spearman']:.3f}"
+        raw = r["accuracy_unanchored"]
         print(f"\n{rt_name} {r['version']}: model built in {r['build_s']:.0f} s (0 when cached); "
-              f"{calibration_text(r)}; median error "
+              f"{calibration_text(r)}; load avg {r['load_avg']:.2f}; anchored: median error "
               f"{acc['median_rel_error'] or 0:.1%}, max {acc['max_rel_error'] or 0:.1%}, Spearman {rho} "
-              f"(over {acc['n']} candidates)")
-        print("| candidate | measured ms (CoV) | predicted ms | error |")
-        print("|---|---|---|---|")
+              f"(over {acc['n']} candidates); raw: median error {raw['median_rel_error'] or 0:.1%}, "
+              f"max {raw['max_rel_error'] or 0:.1%}")
+        print("| candidate | measured ms (CoV) | raw predicted ms | predicted ms (anchored) | error |")
+        print("|---|---|---|---|---|")
         for n, row in r["rows"].items():
             if row["predicted_ms"] is None:
-                print(f"| {n} | {row['measured_ms']:.2f} ({row['cov']:.3f}) | - | - |")
+                print(f"| {n} | {row['measured_ms']:.2f} ({row['cov']:.3f}) | - | - | - |")
                 continue
             err = (row["predicted_ms"] - row["measured_ms"]) / row["measured_ms"]
-            print(f"| {n} | {row['measured_ms']:.2f} ({row['cov']:.3f}) | {row['predicted_ms']:.2f} "
-                  f"| {err:+.1%} |")
+            print(f"| {n} | {row['measured_ms']:.2f} ({row['cov']:.3f}) | {row['raw_predicted_ms']:.2f} "
+                  f"| {row['predicted_ms']:.2f} | {'anchor' if n == r['anchor'] else f'{err:+.1%}'} |")
     return 0
 
 

@@ -44,18 +44,29 @@ def test_sweep_reports_predicted_beside_measured(tmp_path):
     res = sweep(cands, [{"name": "ort1", "runtime": "onnxruntime", "threads": 1}], tmp_path / "out",
                 img_size=32, profile_config=FAST, bundles=False, latency_models={"ort1": lm})
     tr = res.targets["ort1"]
+    truth = {c: fake.onnx_ms(tmp_path / f"{c}.onnx")[0] + fake.FIXED_MS for c in widths}
+    scale = tr.stats["c0"].median_ms / truth["c0"]  # anchored on the unpruned candidate measured in the pass
     for cid in widths:  # the fake target's latency of each candidate, predicted from its ONNX file
-        truth = fake.onnx_ms(tmp_path / f"{cid}.onnx")[0] + fake.FIXED_MS
-        assert tr.predicted[cid] == pytest.approx(truth, rel=1e-6)
+        assert tr.prediction["raw_predicted_ms"][cid] == pytest.approx(truth[cid], rel=1e-6)
+        assert tr.predicted[cid] == pytest.approx(truth[cid] * scale, rel=1e-6)
     rep = json.loads(Path(res.report["json"]).read_text())
     rows = rep["targets"]["ort1"]["rows"]
     assert [r["predicted_ms"] for r in rows] == pytest.approx([tr.predicted[c] for c in widths])
     acc = rep["targets"]["ort1"]["latency_model"]
-    err = [abs(tr.predicted[c] - tr.stats[c].median_ms) / tr.stats[c].median_ms for c in widths]
-    assert acc["n"] == 3 and acc["median_rel_error"] == pytest.approx(float(np.median(err)))
+    assert acc["anchor"] == "c0"
+    err = [abs(tr.predicted[c] - tr.stats[c].median_ms) / tr.stats[c].median_ms for c in ("c1", "c2")]
+    assert acc["n"] == 2 and acc["median_rel_error"] == pytest.approx(float(np.median(err)))
     assert acc["max_rel_error"] == pytest.approx(max(err))
     md = Path(res.report["markdown"]).read_text()
     assert "predicted ms" in md and "rank correlation" in md and "chosen from the measured medians" in md
+
+
+def test_anchoring_scales_to_the_first_measured_candidate():
+    from edgeprune.deploy.predicted import anchored
+
+    pred, anchor = anchored({"a": None, "b": 4.0, "c": 2.0}, {"a": 9.0, "b": 6.0, "c": 2.5}, ["a", "b", "c"])
+    assert anchor == "b" and pred == {"a": None, "b": pytest.approx(6.0), "c": pytest.approx(3.0)}
+    assert anchored({"a": None}, {"a": 1.0}, ["a"]) == ({"a": None}, None)
 
 
 def test_local_profiler_builds_and_reuses_a_model_on_onnxruntime(tmp_path):
