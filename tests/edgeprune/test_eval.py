@@ -156,3 +156,20 @@ def test_fidelity_yolov7_tiny_self_is_one(syn):
     assert fe.student_conf_thres == 1e-6
     m = fe(model)
     assert m["fidelity_mAP50-95"] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_channels_last_prediction_matches_and_restores_the_weights():
+    from edgeprune.evaluation.detection import torch_predictor
+    from edgeprune.models import yolov7_tiny
+
+    torch.manual_seed(0)
+    model = yolov7_tiny(num_classes=3).eval()
+    batch = np.random.default_rng(0).random((2, 3, 64, 64), dtype=np.float32)
+    with torch.no_grad():
+        plain = model(torch.from_numpy(batch)).numpy()
+    before = {n: p.stride() for n, p in model.named_parameters()}
+    with torch_predictor(model) as predict:
+        assert all(p.is_contiguous(memory_format=torch.channels_last) for p in model.parameters() if p.ndim == 4)
+        got = predict(batch)
+    assert {n: p.stride() for n, p in model.named_parameters()} == before  # the caller's format is back
+    np.testing.assert_allclose(got, plain, rtol=1e-4, atol=1e-3)  # same math, other summation order
