@@ -2,7 +2,9 @@
 
 Runs without torch and without installation (``python3 edgeprune-agent.pyz run JOB_DIR``, see
 ``edgeprune.devices.pack``). It validates the whole manifest first (protocol version, paths inside the
-job folder, sha256 of every file) and refuses a bad job with exit code 2 before measuring anything.
+job folder, sha256 of every file, the runtime version the job expects) and refuses a bad job with exit
+code 2 before measuring anything. ``env --runtime NAME`` reports the environment and that runtime's
+version, which the host keys its cached measurements by before it sends any job.
 Results are written one candidate at a time, atomically, so an interrupted job resumes where it
 stopped. Progress goes to stdout as JSON lines (``{"event": "start" | "environment" | "skipped" |
 "compiled" | "profiled" | "failed" | "done" | "error", ...}``) for the host to stream.
@@ -45,6 +47,32 @@ def agent_info() -> dict[str, Any]:
         "executable": sys.executable,
         "torch_loaded": "torch" in sys.modules,
     }
+
+
+def environment_report(runtime: Optional[str] = None, tegrastats_s: float = 1.0) -> dict[str, Any]:
+    """What ``agent env`` prints: the device's environment record and the agent; with ``runtime`` also
+    that runtime's version as every result measured with it records it (``MissingDependencyError`` when
+    the runtime is not installed here)."""
+    from edgeprune.devices import environment
+
+    report: dict[str, Any] = {"environment": environment.collect(tegrastats_s=tegrastats_s, runtime=runtime),
+                              "agent": agent_info()}
+    if runtime:
+        from edgeprune.runtimes import get as get_runtime
+
+        report.update(runtime=runtime, runtime_version=get_runtime(runtime).version())
+    return report
+
+
+def check_runtime_version(manifest: Any, runtime: Any) -> None:
+    """Refuse a job keyed by another runtime version than the one installed here (it changed since the
+    host asked; measuring now would file new numbers under the old version)."""
+    have = runtime.version()
+    if manifest.runtime_version is not None and manifest.runtime_version != have:
+        raise ProtocolError(
+            f"the job expects {manifest.runtime} {manifest.runtime_version}, this device has {have} "
+            "(the runtime changed since the host read its version); run the job again"
+        )
 
 
 def _feed_shapes(inputs: list, input_size: Optional[list[int]]) -> dict[str, tuple]:
@@ -142,6 +170,8 @@ def run_job(
     paths = {c.id: verify_candidate(job, c) for c in manifest.candidates}  # refuse before any work
     check_outputs_inside(job, [c.id for c in manifest.candidates])
     opts_sha = manifest.options_sha256()
+    if manifest.runtime_version is not None:  # refuse before any work, like a bad file
+        check_runtime_version(manifest, get_runtime(manifest.runtime))
     summary = {"ok": 0, "skipped": 0, "failed": 0}
     with _JobLock(job, emit):
         pending = [c for c in manifest.candidates if load_current_result(job, c, opts_sha) is None]
@@ -206,8 +236,8 @@ def run_job(
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """``agent run JOB_DIR`` | ``agent field-check`` | ``agent env`` | ``agent version``; exit 2 on a
-    refused job (field-check: 0 ok, 1 a check failed, 3 incomplete)."""
+    """``agent run JOB_DIR`` | ``agent field-check`` | ``agent env [--runtime NAME]`` | ``agent version``;
+    exit 2 on a refused job (field-check: 0 ok, 1 a check failed, 3 incomplete)."""
     parser = argparse.ArgumentParser(prog="edgeprune-agent", description="edgeprune on-device agent")
     sub = parser.add_subparsers(dest="cmd")
     p_run = sub.add_parser("run", help="profile the candidates of a job folder")
@@ -217,7 +247,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     p_fc.add_argument("--out", default="field-check.json", help="report file (default field-check.json)")
     p_fc.add_argument("--work", default=None, help="folder for engines and logs (default: beside --out)")
     p_fc.add_argument("--no-trtexec", action="store_true", help="skip the trtexec check")
-    sub.add_parser("env", help="print the device environment as JSON")
+    p_env = sub.add_parser("env", help="print the device environment as JSON")
+    p_env.add_argument("--runtime", default=None,
+                       help="also report this runtime's version (and import only its SDK)")
+    p_env.add_argument("--tegrastats-seconds", type=float, default=1.0)
     sub.add_parser("version", help="print the agent's edgeprune version and interpreter")
     args = parser.parse_args(argv)
     try:
@@ -229,9 +262,8 @@ def main(argv: Optional[list[str]] = None) -> int:
 
             return run_field_check(args.out, args.work, trtexec=not args.no_trtexec)
         if args.cmd == "env":
-            from edgeprune.devices import environment
-
-            print(json.dumps({"environment": environment.collect(), "agent": agent_info()}, indent=2))
+            report = environment_report(args.runtime, tegrastats_s=args.tegrastats_seconds)
+            print(json.dumps(report, indent=2, default=str))
             return EXIT_OK
         if args.cmd == "version":
             print(json.dumps(agent_info()))

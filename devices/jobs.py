@@ -49,8 +49,10 @@ def prepare_job(
     profile: DeviceProfile,
     job_id: str | None = None,
     profile_options: Mapping[str, Any] | None = None,
+    runtime_version: str | None = None,
 ) -> Manifest:
-    """Copy the candidate files into ``job_dir/candidates`` and write its manifest for ``profile``."""
+    """Copy the candidate files into ``job_dir/candidates`` and write its manifest for ``profile``;
+    ``runtime_version`` makes the agent measure only on that version of the runtime."""
     job = Path(job_dir)
     items = dict(candidates) if isinstance(candidates, Mapping) else candidate_ids(list(candidates))
     if not items:
@@ -80,6 +82,7 @@ def prepare_job(
         "input_size": list(profile.input_size),
         "setup_checks": list(profile.setup_checks),
         "candidates": cands,
+        "runtime_version": runtime_version,
     })
     write_json(job / MANIFEST, manifest.to_dict())
     (job / "results").mkdir(parents=True, exist_ok=True)

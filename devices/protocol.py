@@ -4,12 +4,16 @@ A job is a folder::
 
     manifest.json            {"protocol_version": 1, "job_id", "runtime", "runtime_options",
                               "profile_options", "input_size", "setup_checks",
-                              "candidates": [{"id", "file", "sha256"}]}
+                              "candidates": [{"id", "file", "sha256"}],
+                              "runtime_version" (optional)}
     candidates/<id>.onnx     the files named by the manifest (relative, inside the folder)
     results/<id>.json        one per finished candidate, written atomically by the agent
 
 A result is current when its candidate sha256 and its ``options_sha256`` (runtime + options) match
 the manifest; current results are never recomputed, which is how interrupted jobs resume.
+``runtime_version``, when set, is the runtime version the host keyed its measurements by: the agent
+refuses the job on any other version, and it is part of ``options_sha256``, so results measured before
+a runtime upgrade are not current.
 """
 
 from __future__ import annotations
@@ -53,11 +57,14 @@ class Manifest:
     input_size: Optional[list[int]] = None
     setup_checks: Optional[list[Any]] = None  # None: the device's default checks
     protocol_version: int = PROTOCOL_VERSION
+    runtime_version: Optional[str] = None  # None: any; set: the agent measures only on this version
 
     def to_dict(self) -> dict[str, Any]:
         """The manifest as JSON-able dict."""
         d = asdict(self)
         d["candidates"] = [asdict(c) for c in self.candidates]
+        if self.runtime_version is None:  # absent, not null: manifests without it stay as they were
+            d.pop("runtime_version")
         return d
 
     def options_sha256(self) -> str:
@@ -68,6 +75,8 @@ class Manifest:
             "profile_options": self.profile_options,
             "input_size": self.input_size,
         }
+        if self.runtime_version is not None:  # only when set: hashes of jobs without it are unchanged
+            key["runtime_version"] = self.runtime_version
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
     def subset(self, ids: list[str]) -> Manifest:
@@ -95,6 +104,8 @@ class Manifest:
             if not isinstance(d.get(key, {}), dict):
                 raise ProtocolError(f"manifest field '{key}' must be an object")
         _check_setup_checks(d.get("setup_checks"))
+        if not isinstance(d.get("runtime_version"), (str, type(None))):
+            raise ProtocolError("manifest field 'runtime_version' must be a string or null")
         cands, seen = [], set()
         for i, c in enumerate(d["candidates"]):
             ok = isinstance(c, dict) and all(isinstance(c.get(k), str) for k in ("id", "file", "sha256"))
@@ -112,7 +123,7 @@ class Manifest:
             runtime_options=dict(d.get("runtime_options") or {}),
             profile_options=dict(d.get("profile_options") or {}),
             input_size=d.get("input_size"), setup_checks=d.get("setup_checks"),
-            protocol_version=version,
+            protocol_version=version, runtime_version=d.get("runtime_version"),
         )
 
 

@@ -287,6 +287,40 @@ class RemoteDevice:
         atomic_write_bytes(out, data)
         return code, json.loads(data.decode("utf-8"))
 
+    def environment(self, runtime: str | None = None, tegrastats_s: float = 0.0) -> dict:
+        """The device's environment as its agent reports it (``agent env``): platform, CPU, Jetson state,
+        and with ``runtime`` that runtime's version (``runtime_version``). Uploads the agent if missing."""
+        agent = self.agent or default_agent()
+        path = f"{self.remote_dir}/agent-{sha256_file(agent)[:16]}.pyz"
+        env_cmd = self._python_cmd([path, "env", "--tegrastats-seconds", str(tegrastats_s)]
+                                   + (["--runtime", runtime] if runtime else []))
+        last: Exception | None = None
+        with self._connection():
+            for attempt in range(1, self.retry.attempts + 1):
+                try:  # one round trip when the agent of this build is there already (exit 97: it is not)
+                    out = self._ssh_run(f"test -f {shlex.quote(path)} || exit 97; {env_cmd}")
+                    if out.returncode == 97:
+                        mkdir = self._ssh_run(f"mkdir -p {shlex.quote(self.remote_dir)}")
+                        self._check(mkdir, "creating its folder")
+                        self._scp_up([agent], path)
+                        out = self._ssh_run(env_cmd)
+                    out = self._check(out, "reading its environment")
+                    break
+                except _Transient as exc:
+                    last = exc
+                    time.sleep(self.retry.delay(attempt) if attempt < self.retry.attempts else 0.0)
+            else:
+                raise DeviceUnreachableError(f"device '{self.name}' ({self.target.host}) unreachable after "
+                                             f"{self.retry.attempts} attempts: {last}")
+        try:
+            report = json.loads(out.stdout)
+        except ValueError:
+            report = None
+        if not isinstance(report, dict) or (runtime and not report.get("runtime_version")):
+            raise DeviceError(f"device '{self.name}': unexpected 'agent env' output: {out.stdout[-300:]!r} "
+                              f"{out.stderr[-300:]!r}")
+        return report
+
     # --- steps -----------------------------------------------------------------------------------
     def _probe(self, remote_job: str, agent_name: str) -> dict:
         cmd = self._python_cmd(["-c", _PROBE, self.remote_dir, remote_job, agent_name])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from edgeprune.errors import InvalidConfigError
@@ -56,6 +56,17 @@ class Target:
         d.pop("name")
         d.pop("channel_multiple")
         return d
+
+    def device_profile(self) -> Any:
+        """The device profile run with this target's runtime, precision, threads and options: what the
+        agent measures with (``target_from_config`` fills them from the profile, then the config's
+        overrides)."""
+        from edgeprune.devices.profile_schema import load_profile
+
+        if not self.remote:
+            raise InvalidConfigError(f"target '{self.name}' names no device (it runs {self.runtime} locally)")
+        return replace(load_profile(self.device), runtime=self.runtime, precision=self.precision,
+                       threads=self.threads, runtime_options=dict(self.options))
 
     def describe(self) -> str:
         t = f"threads {self.threads}" if self.threads else "default threads"

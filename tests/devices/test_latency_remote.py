@@ -1,9 +1,11 @@
 """The latency model built through the device agent over SSH (RemoteProfiler) on a loopback sshd agrees with
-the one built on the local runtime, and its cache key names the device."""
+the one built on the local runtime, its cache key names the device and the device's runtime version (an
+upgrade there selects another cache file), and the threads it records are those the agent measured with."""
 
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -22,20 +24,26 @@ def _model():
                          nn.Conv2d(16, 4, 1)).eval()
 
 
+def _box(tmp_path, sshd, device_python, pythonpath, threads=1):
+    """The 'device': this machine's onnxruntime over SSH, torch shimmed away."""
+    box = tmp_path / "test-box.yaml"
+    box.write_text(
+        f"name: test-box\nruntime: onnxruntime\nthreads: {threads}\nchannel_multiple: 8\ninput_size: 32\n"
+        f"ssh:\n  host: 127.0.0.1\n  port: {sshd.port}\n  identity_file: {sshd.key}\n"
+        f"  python: {device_python}\n  remote_dir: {tmp_path / 'device'}\n"
+        f"  env: {{PYTHONPATH: '{os.pathsep.join(map(str, pythonpath))}'}}\n"
+        f"  options: [UserKnownHostsFile={sshd.known_hosts}, StrictHostKeyChecking=accept-new, "
+        "IdentitiesOnly=yes]\n"
+    )
+    return box
+
+
 def test_remote_latency_model_matches_the_local_one(sshd, tmp_path, device_python, torch_shim):
     from edgeprune import latency
     from edgeprune.deploy.targets import Target, target_from_config
     from edgeprune.runtimes.profiling import ProfileConfig
 
-    box = tmp_path / "test-box.yaml"  # the 'device': this machine's onnxruntime over SSH, torch shimmed away
-    box.write_text(
-        "name: test-box\nruntime: onnxruntime\nthreads: 1\nchannel_multiple: 8\ninput_size: 32\n"
-        f"ssh:\n  host: 127.0.0.1\n  port: {sshd.port}\n  identity_file: {sshd.key}\n"
-        f"  python: {device_python}\n  remote_dir: {tmp_path / 'device'}\n"
-        f"  env: {{PYTHONPATH: {torch_shim}}}\n"
-        f"  options: [UserKnownHostsFile={sshd.known_hosts}, StrictHostKeyChecking=accept-new, "
-        "IdentitiesOnly=yes]\n"
-    )
+    box = _box(tmp_path, sshd, device_python, [torch_shim])
     fast = ProfileConfig(**FAST)
     x = torch.zeros(1, 3, 32, 32)
     cache = tmp_path / "cache"
@@ -63,3 +71,47 @@ def test_remote_latency_model_matches_the_local_one(sshd, tmp_path, device_pytho
         r, loc = lm_remote.predict(channels), lm_local.predict(channels)
         assert r > 0 and loc > 0 and 1 / 3 < r / loc < 3, (channels, r, loc)
     assert lm_remote.predict(half) < lm_remote.predict()
+
+
+def test_device_runtime_upgrade_and_threads_override(sshd, tmp_path, device_python, torch_shim):
+    from torch import nn
+
+    from edgeprune import latency
+    from edgeprune.deploy.targets import target_from_config
+    from edgeprune.runtimes.profiling import ProfileConfig
+
+    def build(box, **override):
+        prof = latency.profiler_for(target_from_config({"device": str(box), **override}), tmp_path / "work")
+        prof.micro = prof.whole = ProfileConfig(**FAST)
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.ReLU(), nn.Conv2d(16, 4, 1)).eval()
+        return latency.build_latency_model(model, torch.zeros(1, 3, 32, 32), prof, cache_dir=cache,
+                                           progress=False)
+
+    def results():
+        folder = tmp_path / "work" / "test-box" / "results"
+        return [json.loads(p.read_text()) for p in folder.glob("*.json")]
+
+    cache = tmp_path / "cache"
+    # the profile says 2 threads, the sweep config 1: the key and the agent's sessions both say 1
+    box = _box(tmp_path, sshd, device_python, [torch_shim], threads=2)
+    first = build(box, threads=1)
+    version = first.key["runtime_version"]
+    assert first.key["threads"] == 1 and version
+    assert results() and {r["artifact"]["options"]["threads"] for r in results()} == {1}
+    assert {r["runtime_options"]["threads"] for r in results()} == {1}
+    assert {r["runtime_version"] for r in results()} == {version}
+
+    # the device's runtime is 'upgraded' (its python now reports another onnxruntime version)
+    upgrade = tmp_path / "upgrade"
+    upgrade.mkdir()
+    (upgrade / "sitecustomize.py").write_text("import onnxruntime\n"
+                                              "onnxruntime.__version__ = '99.0-upgraded'\n")
+    box = _box(tmp_path, sshd, device_python, [torch_shim, upgrade], threads=2)
+    second = build(box, threads=1)
+    assert second.key["runtime_version"] == "99.0-upgraded"
+    keys = [json.loads(p.read_text())["key"] for p in sorted(cache.glob("*.json"))]
+    assert sorted(k["runtime_version"] for k in keys) == sorted([version, "99.0-upgraded"])
+    # measured again by the agent on the new version: neither host nor device results were reused
+    assert results() and {r["runtime_version"] for r in results()} == {"99.0-upgraded"}
+    assert {r["agent"]["torch_loaded"] for r in results()} == {False}
