@@ -169,7 +169,8 @@ def test_channels_last_prediction_matches_and_restores_the_weights():
         plain = model(torch.from_numpy(batch)).numpy()
     before = {n: p.stride() for n, p in model.named_parameters()}
     with torch_predictor(model) as predict:
-        assert all(p.is_contiguous(memory_format=torch.channels_last) for p in model.parameters() if p.ndim == 4)
+        conv_weights = [p for p in model.parameters() if p.ndim == 4]
+        assert all(p.is_contiguous(memory_format=torch.channels_last) for p in conv_weights)
         got = predict(batch)
     assert {n: p.stride() for n, p in model.named_parameters()} == before  # the caller's format is back
     np.testing.assert_allclose(got, plain, rtol=1e-4, atol=1e-3)  # same math, other summation order
