@@ -145,8 +145,12 @@ def _hw(size: Any) -> tuple[int, int] | None:
 
 
 def run_img_size(run_dir: str | Path) -> tuple[int, int] | None:
-    """(H, W) of the example input an iterative-pruning run was made with (its run.json), or None."""
-    path = Path(run_dir) / "run.json"
+    """(H, W) of the example input an iterative-pruning run was made with (its run.json), or None.
+
+    A per-target run folder: that of its first run (all its runs prune the same model at one size).
+    """
+    runs = _per_target_runs(run_dir)
+    path = Path(next(iter(runs.values())) if runs else run_dir) / "run.json"
     if not path.is_file():
         return None
     inputs = (read_json(path).get("fingerprint") or {}).get("inputs") or []
@@ -159,9 +163,7 @@ def _input_size(run: Any, img_size: Any, example_inputs: Any, model_factory: Cal
     """``img_size``, else (without ``example_inputs``) the size the run was pruned at, else the model's."""
     size = _hw(img_size)
     if size is None and example_inputs is None and isinstance(run, (str, Path)):
-        # the size pruning ran at (the report's FLOPs were counted there); per-target runs share it
-        runs = _per_target_runs(run)
-        size = run_img_size(next(iter(runs.values())) if runs else run)
+        size = run_img_size(run)  # the size pruning ran at: the report's FLOPs were counted there
     if size is None and model_factory is not None and example_inputs is None:
         size = _hw(getattr(model_factory(), "img_size", None))
     if any(c.onnx_path is None for c in cands) and size is None and example_inputs is None:

@@ -82,6 +82,9 @@ def test_targets_get_their_own_candidates_and_knees(tmp_path):
     analysed = [d for d in (tmp_path / "run" / "sensitivity_cache").iterdir() if d.is_dir()]
     assert len(analysed) == len(selections) - 1
 
+    from edgeprune.deploy.sweep import run_img_size
+
+    assert run_img_size(tmp_path / "run") == (tiny.IMG, tiny.IMG)  # from its runs: the export size
     targets = [{"name": n, "runtime": "onnxruntime", "threads": 1} for n in ("coarse", "fine")]
     sw = sweep(tmp_path / "run", targets, tmp_path / "sweep", model_factory=det_tiny,
                profile_config=FAST, bundles=False, accuracy_floor_rel=0)
