@@ -167,3 +167,29 @@ def test_demo_per_target_needs_latency_and_states_its_cost(tmp_path):
     sub = next(a for a in parser._actions if a.dest == "command")
     help_text = sub.choices["demo"].format_help()
     assert "--per-target" in help_text and "x the pruning" in " ".join(help_text.split())
+
+
+def test_prune_config_per_target_runs_one_run_per_named_target(tmp_path, monkeypatch):
+    from edgeprune.iterative import config as prune_config
+    from edgeprune.iterative.run_config import run_prune_config
+
+    lms = models(tmp_path)
+    teacher = det_tiny()
+    # the config's own builders need image folders and runtimes; the tiny ones stand in for them
+    monkeypatch.setattr(prune_config, "build_evaluator", lambda cfg, t, size: tiny.TinyEvaluator(teacher))
+    monkeypatch.setattr(prune_config, "build_finetune", lambda cfg, t, size: tiny.TinyFinetune(teacher))
+    monkeypatch.setattr(prune_config, "latency_models", lambda cfg, m, x: lms)
+    (tmp_path / "train").mkdir()
+    (tmp_path / "val").mkdir()
+    raw = {"model": {"python": "test_per_target:det_tiny"}, "data": {"train": "train", "val": "val",
+                                                                       "img_size": tiny.IMG},
+           "evaluator": {"kind": "fidelity"}, "finetune": {"kind": "distill", "steps": 4},
+           "targets": {"iterations": 1}, "run_dir": "run", "executor": {"kind": "serial"},
+           "selection": {"k": 4, "n_params": 0, "n_flops": 0, "n_latency": 2},
+           "latency": {"targets": [{"name": "coarse", "runtime": "onnxruntime"},
+                                   {"name": "fine", "runtime": "onnxruntime"}], "per_target": ["fine"]}}
+    res = run_prune_config(prune_config.validate(raw, tmp_path), progress=False)
+    assert list(res.results) == ["fine"] and res.run_dir == tmp_path / "run"
+    assert read_json(tmp_path / "run" / MARKER)["targets"] == {"fine": "fine"}
+    assert [c.iteration for c in list_candidates(tmp_path / "run" / "fine")] == [0, 1]
+    assert "fine" in res.table() and not (tmp_path / "run" / "coarse").exists()
