@@ -50,6 +50,7 @@ class DemoConfig:
     seed: int = 0
     latency: bool = False  # latency models per runtime: latency-saved selection, loop until the knee
     refine: bool = False  # interpolated one-shot points between the two candidates around each knee
+    per_target: bool = False  # with latency: one pruning run per runtime (N x the pruning time)
 
     @classmethod
     def full(cls, **overrides) -> DemoConfig:
@@ -86,7 +87,7 @@ def _dataset(path: Path, n: int, seed: int, size: tuple[int, int]) -> Path:
     return synthetic.generate(path, n, seed=seed, img_size=size)
 
 
-def _recovery_hook(cfg: DemoConfig, out: Path, finetune, evaluator, size: int):
+def _recovery_hook(cfg: DemoConfig, run_dir: Path, sweep_dir: Path, finetune, evaluator, size: int):
     """The recovery fine-tune of each pick before it is bundled (None when ``recovery_steps`` is 0)."""
     if not cfg.recovery_steps:
         return None
@@ -95,7 +96,7 @@ def _recovery_hook(cfg: DemoConfig, out: Path, finetune, evaluator, size: int):
 
     rc = RecoveryConfig(steps=cfg.recovery_steps, eval_every=min(cfg.recovery_eval_every, cfg.recovery_steps),
                         patience=cfg.recovery_patience)
-    return recovery_hook(out / "prune", demo_model, finetune, evaluator, out / "sweep", size, rc)
+    return recovery_hook(run_dir, demo_model, finetune, evaluator, sweep_dir, size, rc)
 
 
 def run_demo(cfg: DemoConfig, fresh: bool = False) -> dict:
@@ -111,6 +112,9 @@ def run_demo(cfg: DemoConfig, fresh: bool = False) -> dict:
     from edgeprune.runtimes.profiling import ProfileConfig
     from edgeprune.training import LabeledFinetune
 
+    if cfg.per_target and not cfg.latency:
+        raise InvalidConfigError("per_target needs latency (CLI: --latency --per-target): each runtime's "
+                                 "own run is driven by its latency model")
     out = Path(cfg.out_dir)
     if fresh and out.exists():
         _log(f"--fresh: removing {out}")
@@ -154,7 +158,16 @@ def run_demo(cfg: DemoConfig, fresh: bool = False) -> dict:
         if models:  # else (no runtime could be profiled) the paper's selection, in its own folder
             selection = SelectionConfig(n_params=0, n_flops=0, n_latency=cfg.n_params + cfg.n_flops)
         run_dir = out / "prune-latency"
-    result = iterative_prune(
+    prune_fn = iterative_prune
+    if cfg.per_target and models:  # each runtime its own candidates: one run per runtime
+        from edgeprune.iterative.per_target import per_target_prune
+
+        prune_fn, run_dir = per_target_prune, out / "prune-per-target"
+        if len(models) < len(targets):  # a runtime without a latency model has no run of its own
+            left_out = [t["name"] for t in targets if t["name"] not in models]
+            _log(f"per target: no latency model for {left_out}; sweeping the others")
+            targets = [t for t in targets if t["name"] in models]
+    result = prune_fn(
         model, example, evaluator, finetune,
         run_dir=run_dir, iterations=cfg.iterations, finetune_steps=cfg.finetune_steps,
         selection=selection, rates=cfg.rates,
@@ -162,15 +175,19 @@ def run_demo(cfg: DemoConfig, fresh: bool = False) -> dict:
         latency_models=list(models.values()), until_knee=bool(models), knee_tau=cfg.tau,
         sensitivity_evaluator=sens_evaluator,
     )
-    _log(f"pruning finished after {time.perf_counter() - t0:.0f} s ({result.stop_reason})")
+    stops = [f"{n}: {r.stop_reason}" for n, r in result.results.items()] if hasattr(result, "results") \
+        else [result.stop_reason]
+    _log(f"pruning finished after {time.perf_counter() - t0:.0f} s ({'; '.join(stops)})")
 
     _log(f"3/3 sweep on {', '.join(runtimes)}: export, compile, profile side by side, knee, bundles")
+    sweep_dir = out / ("sweep-per-target" if run_dir.name == "prune-per-target" else
+                       "sweep-latency" if cfg.latency else "sweep")
     res = sweep(
-        run_dir, targets, out / ("sweep-latency" if cfg.latency else "sweep"), model_factory=demo_model,
+        run_dir, targets, sweep_dir, model_factory=demo_model,
         img_size=size, tau=cfg.tau, accuracy_floor_rel=cfg.accuracy_floor_rel,
         profile_config=ProfileConfig(min_runs=cfg.profile_min_runs, min_s=cfg.profile_min_s),
         latency_models=models or None, refine=cfg.refine,
-        recovery=_recovery_hook(cfg, out, finetune, evaluator, size),
+        recovery=_recovery_hook(cfg, run_dir, sweep_dir, finetune, evaluator, size),
     )
     print(summary_text(res))
     for name, tr in res.targets.items():

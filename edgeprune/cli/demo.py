@@ -32,6 +32,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--latency", action="store_true",
                    help="measure a latency model per runtime, select groups by predicted latency saved and "
                    "prune until the predicted knee (run folder prune-latency/, report sweep-latency/)")
+    p.add_argument("--per-target", action="store_true",
+                   help="with --latency: one pruning run per runtime, each with only its own latency model, "
+                   "so each runtime's knee and bundle come from its own candidates (run folder "
+                   "prune-per-target/<runtime>/, report sweep-per-target/); costs N runtimes x the pruning "
+                   "time (only the unpruned model's sensitivity analysis is shared)")
     p.add_argument("--refine", action="store_true",
                    help="measure interpolated plans between the two candidates around each knee")
 
@@ -43,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     kwargs = {k: v for k, v in given.items() if v is not None}
     kwargs.update(threads=args.threads, workers=args.workers,
                   runtimes=tuple(args.runtimes) if args.runtimes else None,
-                  latency=args.latency, refine=args.refine)
+                  latency=args.latency, refine=args.refine, per_target=args.per_target)
     cfg = DemoConfig.full(**kwargs) if args.full else DemoConfig(**kwargs)
     result = run_demo(cfg, fresh=args.fresh)
     print()

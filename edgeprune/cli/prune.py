@@ -50,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
     executor = build_executor(cfg, args.executor, args.ray_address)
     result = run_prune_config(cfg, fresh=args.fresh, progress=not args.quiet, executor=executor)
     print(result.table())
+    if hasattr(result, "results"):  # latency.per_target: one run per target, each table printed above
+        return 0
     print(f"\nstopped: {result.stop_reason}; final candidate: iteration {result.final_iteration} "
           f"({cfg.run_dir / f'iter_{result.final_iteration:02d}'})")
     return 0

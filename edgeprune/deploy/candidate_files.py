@@ -70,6 +70,26 @@ def candidates_from_run(run_dir: str | Path, model_factory: Callable[[], Any] | 
     return out
 
 
+def candidates_per_target(runs: dict[str, Path], targets: Sequence[str],
+                          model_factory: Callable[[], Any] | None) -> dict[str, list[SweepCandidate]]:
+    """Each target's candidates from its own run of a per-target prune (``runs``: name -> run folder).
+
+    Ids are ``<target>.<iter_XX>`` so that candidates of different runs never share a file.
+    """
+    missing = [t for t in targets if t not in runs]
+    if missing:
+        raise InvalidConfigError(f"the per-target run has no run for target(s) {missing} (it has "
+                                 f"{sorted(runs)}); sweep targets named like the prune config's "
+                                 "latency.targets, or prune for these targets too")
+    out = {}
+    for name in targets:
+        cands = candidates_from_run(runs[name], model_factory)
+        for c in cands:
+            c.id = f"{name}.{c.id}"
+        out[name] = cands
+    return out
+
+
 def _plan_sha(path: Path) -> str | None:
     if not path.exists():
         return None

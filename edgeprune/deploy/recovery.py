@@ -213,6 +213,20 @@ def load_recovered(run_dir: str | Path, iteration: int, model_factory: Callable[
     return copy.deepcopy(model).eval()
 
 
+def _run_of(run_dir: Path, cand_id: str) -> tuple[Path, str]:
+    """(run folder, id inside it) of a sweep candidate: ``<target>.iter_XX`` of a per-target run."""
+    from edgeprune.iterative.per_target import read_marker
+
+    runs = read_marker(run_dir)
+    prefix, _, local = cand_id.rpartition(".")
+    if runs is None or not prefix:
+        return run_dir, cand_id
+    if prefix not in runs:
+        raise InvalidConfigError(f"candidate '{cand_id}' names no run of the per-target folder {run_dir} "
+                                 f"(it has {sorted(runs)})")
+    return runs[prefix], local
+
+
 def recovery_hook(
     run_dir: str | Path,
     model_factory: Callable[[], Any],
@@ -231,18 +245,20 @@ def recovery_hook(
     from edgeprune.deploy.candidate_files import SweepCandidate, export_candidates
 
     size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+    root = Path(run_dir)
     done: dict[str, Any] = {}
 
     def hook(cand: SweepCandidate):
         if cand.id in done:
             return done[cand.id]
-        if not cand.id.startswith("iter_") or not cand.id[5:].isdigit():
+        cand_run, local = _run_of(root, cand.id)  # a per-target run: <target>.iter_XX in run <target>/
+        if not local.startswith("iter_") or not local[5:].isdigit():
             raise InvalidConfigError(f"recovery needs candidates of a run folder (iter_XX), got '{cand.id}'")
-        it = int(cand.id[5:])
+        it = int(local[5:])
         if it == 0:
             done[cand.id] = None
             return None
-        state = recover(run_dir, it, model_factory, finetune, evaluator, config, progress=progress)
+        state = recover(cand_run, it, model_factory, finetune, evaluator, config, progress=progress)
         info = {k: state.get(k) for k in ("before", "after", "best_step", "stop_reason", "gain", "config",
                                           "seconds")}
         info["evals"] = [{"step": e["step"], "metric": e["metrics"][state["primary"]]}
@@ -250,9 +266,10 @@ def recovery_hook(
         if state["best_step"] == 0:  # nothing better than the pick as pruned: bundle it unchanged
             done[cand.id] = (cand, info)
             return done[cand.id]
-        best = recovery_dir(run_dir, it) / "best.pt"
+        best = recovery_dir(cand_run, it) / "best.pt"
         rc = SweepCandidate(id=f"{cand.id}-recovered", sparsity=cand.sparsity,
-                       model=load_recovered(run_dir, it, model_factory), params=cand.params, flops=cand.flops,
+                       model=load_recovered(cand_run, it, model_factory), params=cand.params,
+                       flops=cand.flops,
                        metrics=dict(state["after"]), primary=cand.primary, plan_sha256=cand.plan_sha256,
                        cache_key=f"recovered-{sha256_file(best)[:32]}")
         export_candidates([rc], Path(out_dir), size)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from edgeprune.deploy.report_markdown import markdown_report
 from edgeprune.deploy.report_plots import plot_latency, plot_pareto, plot_speedup_all
-from edgeprune.deploy.report_rows import measured_with, target_rows
+from edgeprune.deploy.report_rows import candidates_from, measured_with, target_rows
 from edgeprune.fileio import atomic_write_text, write_json
 
 
@@ -38,6 +38,7 @@ def report_dict(res) -> dict:
             name: {
                 "target": tr.target.to_dict(),
                 "measured_with": measured_with(tr),
+                "candidates_from": candidates_from(tr),
                 "runtime_version": tr.record.get("runtime_version"),
                 "environment": next(iter(tr.stats.values())).env if tr.stats else {},
                 "rows": target_rows(res, tr),

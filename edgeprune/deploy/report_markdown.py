@@ -10,7 +10,7 @@ from typing import Any
 from edgeprune.deploy.accuracy import accuracy_lines, metric_cell
 from edgeprune.deploy.predicted import prediction_line
 from edgeprune.deploy.refine import refinement_lines
-from edgeprune.deploy.report_rows import measured_with, target_rows
+from edgeprune.deploy.report_rows import candidates_from, measured_with, target_rows
 
 
 def _fmt(v: Any, spec: str, empty: str = "-") -> str:
@@ -67,6 +67,8 @@ def summary_text(res) -> str:
     lines = []
     for name, tr in res.targets.items():
         lines += [f"\n== {name}: {measured_with(tr)}\n", markdown_table(res, tr), f"\nknee: {tr.knee.reason}"]
+        if candidates_from(tr):
+            lines.append(f"candidates: {candidates_from(tr)['text']}")
         if prediction_line(tr):
             lines.append(prediction_line(tr))
         for inv in tr.knee.inversions:
@@ -117,13 +119,22 @@ def _rel(path: str, base: Path) -> str:
     return str(p.relative_to(base)) if p.is_relative_to(base) else str(p)
 
 
+def _count_line(res) -> str:
+    """How many candidates were measured on how many targets (per-target runs: each on its own)."""
+    if any(getattr(tr, "per_target", False) for tr in res.targets.values()):
+        per = ", ".join(f"`{n}` {len(tr.knee.ids)}" for n, tr in res.targets.items())
+        return (f"Per-target pruning: each target measured on its own run's candidates ({per}) - "
+                f"{len(res.candidates)} candidates in all.")
+    return f"{len(res.candidates)} candidates x {len(res.targets)} targets."
+
+
 def markdown_report(res, plots: dict[str, dict[str, str]]) -> str:
     """report.md: the knee rule, the across-targets summary, then per target its table, knee and plots."""
     out = Path(res.out_dir)
     md = [
         "# edgeprune sweep report",
         "",
-        f"{len(res.candidates)} candidates x {len(res.targets)} targets. Knee rule: the least sparse "
+        _count_line(res) + " Knee rule: the least sparse "
         "candidate whose median latency is within max(tau x its median, the measured noise of the "
         "difference) of the best median among eligible candidates at least as sparse "
         "(`edgeprune.deploy.knee`).",
@@ -138,6 +149,7 @@ def markdown_report(res, plots: dict[str, dict[str, str]]) -> str:
             "",
             f"Measured with: {measured_with(tr)}.",
             "",
+            *([f"Candidates: {candidates_from(tr)['text']}.", ""] if candidates_from(tr) else []),
             markdown_table(res, tr),
             "",
             f"Knee (tau = {tr.knee.tau:g}): {tr.knee.reason}.",

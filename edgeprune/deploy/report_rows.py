@@ -24,6 +24,17 @@ def measured_with(tr) -> str:
     )
 
 
+def candidates_from(tr) -> dict | None:
+    """Which pruning run the target's candidates came from (None: candidates given directly)."""
+    run = getattr(tr, "run_dir", None)
+    if run is None:
+        return None
+    per = bool(getattr(tr, "per_target", False))
+    return {"run": run, "per_target": per,
+            "text": f"its own run `{run}` (per-target pruning with this target's latency model)" if per
+            else f"run `{run}` (the same candidates for every target)"}
+
+
 def target_rows(res, tr) -> list[dict]:
     """The table rows of one target in sparsity order."""
     by_id = {c.id: c for c in res.candidates}

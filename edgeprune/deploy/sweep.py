@@ -28,6 +28,7 @@ from typing import Any, Callable
 from edgeprune.deploy.candidate_files import (
     SweepCandidate,
     candidates_from_run,
+    candidates_per_target,
     export_candidates,
     metric_interval,
 )
@@ -100,6 +101,8 @@ class TargetResult:
     prediction: dict | None = None  # its accuracy against the measured medians
     refined: dict | None = None  # knee refinement between the two coarse candidates around the knee
     recovery: dict | None = None  # the pick's recovery fine-tune (before/after), when one ran
+    run_dir: str | None = None  # the pruning run its candidates came from (per-target: its own run)
+    per_target: bool = False  # True: candidates from the target's own run of a per-target prune
 
 
 @dataclass
@@ -142,8 +145,12 @@ def _hw(size: Any) -> tuple[int, int] | None:
 
 
 def run_img_size(run_dir: str | Path) -> tuple[int, int] | None:
-    """(H, W) of the example input an iterative-pruning run was made with (its run.json), or None."""
-    path = Path(run_dir) / "run.json"
+    """(H, W) of the example input an iterative-pruning run was made with (its run.json), or None.
+
+    A per-target run folder: that of its first run (all its runs prune the same model at one size).
+    """
+    runs = _per_target_runs(run_dir)
+    path = Path(next(iter(runs.values())) if runs else run_dir) / "run.json"
     if not path.is_file():
         return None
     inputs = (read_json(path).get("fingerprint") or {}).get("inputs") or []
@@ -164,6 +171,13 @@ def _input_size(run: Any, img_size: Any, example_inputs: Any, model_factory: Cal
             "cannot tell the input size to export the candidates at: the run records none and the model "
             "has no img_size; pass img_size=<the size pruning ran at> or example_inputs=<a tensor>")
     return size
+
+
+def _per_target_runs(run: str | Path) -> dict[str, Path] | None:
+    """``{target: run folder}`` when ``run`` is a per-target run folder, else None."""
+    from edgeprune.iterative.per_target import read_marker
+
+    return read_marker(run)
 
 
 @locks_run_dir("out_dir")  # one sweep per output folder at a time
@@ -201,6 +215,8 @@ def sweep(
     ``latency_models`` ({target name: LatencyModel}) or ``latency_cache`` (a folder: one model is built
     per target from ``model_factory``) put each candidate's predicted latency beside its measurement.
     ``refine`` measures interpolated one-shot plans between the two candidates around each knee.
+    A per-target run folder (``per_target_prune``, marker ``per_target.json``): each target is measured
+    on its own run's candidates (ids ``<target>.iter_XX``), so its knee and bundle come from them.
     """
     from tqdm.auto import tqdm
 
@@ -209,8 +225,15 @@ def sweep(
     refuse_unknown(options, "sweep", [*_KNEE_KEYWORDS, *_BUNDLE_KEYWORDS])
     out_dir = Path(out_dir)
     from_run = isinstance(run, (str, Path))
-    cands = _checked(candidates_from_run(run, model_factory) if from_run else list(run))
     tlist = targets_from_config(list(targets))
+    runs = _per_target_runs(run) if from_run else None
+    if runs is not None:
+        own = {k: _checked(v) for k, v in candidates_per_target(runs, [t.name for t in tlist],
+                                                                 model_factory).items()}
+        cands = _checked([c for v in own.values() for c in v])
+    else:
+        cands = _checked(candidates_from_run(run, model_factory) if from_run else list(run))
+        own = {t.name: cands for t in tlist}
     size = _input_size(run, img_size, example_inputs, model_factory, cands)
     knee = knee.for_candidates(cands[0].metric)
     export_candidates(cands, out_dir, size or (640, 640), example_inputs)
@@ -218,20 +241,21 @@ def sweep(
     results: dict[str, TargetResult] = {}
     failed: dict[str, str] = {}
     # Remote devices measure in parallel (each device one target at a time) while local targets go on here.
-    remote = measure_devices_concurrently(tlist, lambda t: measure_target(t, cands, out_dir, config, size,
-                                                                          fresh=fresh))
+    remote = measure_devices_concurrently(tlist, lambda t: measure_target(t, own[t.name], out_dir, config,
+                                                                          size, fresh=fresh))
     by_id = {c.id: c for c in cands}
     for t in tqdm(tlist, desc="targets", disable=None):
         try:
             rec = remote[t.name].result() if t.name in remote else \
-                measure_target(t, cands, out_dir, config, size, fresh=fresh)
+                measure_target(t, own[t.name], out_dir, config, size, fresh=fresh)
         except EdgepruneError as exc:  # one unreachable device or missing runtime must not stop the rest
             failed[t.name] = f"{type(exc).__name__}: {exc}"
             continue
-        stats, kr = _knee_for(cands, rec, knee)
-        advice = {i.slower_id: inversion_advice(by_id[i.slower_id].onnx_path, t, cands[0].onnx_path)
+        stats, kr = _knee_for(own[t.name], rec, knee)
+        advice = {i.slower_id: inversion_advice(by_id[i.slower_id].onnx_path, t, own[t.name][0].onnx_path)
                   for i in kr.inversions}
-        results[t.name] = TargetResult(t, rec, stats, kr, advice)
+        results[t.name] = TargetResult(t, rec, stats, kr, advice, per_target=runs is not None,
+                                       run_dir=str(runs[t.name] if runs else run) if from_run else None)
     res = SweepResult(out_dir, cands, results, failed=failed)
     if (latency_models or latency_cache is not None and model_factory is not None or refine) and results:
         import torch

@@ -15,6 +15,7 @@ from edgeprune.iterative.executors import (
 )
 from edgeprune.iterative.loop import IterativeResult, iterative_prune
 from edgeprune.iterative.options import LatencyOptions, PruneOptions, StopCriteria
+from edgeprune.iterative.per_target import PerTargetResult, per_target_prune
 from edgeprune.iterative.ray_executor import RayExecutor  # imports ray only when used
 from edgeprune.iterative.selection import SelectionConfig, score_rows, select
 from edgeprune.iterative.sensitivity import sensitivity
@@ -26,6 +27,7 @@ __all__ = [
     "IterativeResult",
     "LatencyOptions",
     "LocalProcessExecutor",
+    "PerTargetResult",
     "PruneOptions",
     "RayExecutor",
     "SelectionConfig",
@@ -39,6 +41,7 @@ __all__ = [
     "iterative_prune",
     "list_candidates",
     "load_candidate",
+    "per_target_prune",
     "score_rows",
     "select",
     "sensitivity",

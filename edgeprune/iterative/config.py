@@ -14,6 +14,8 @@ selection: {k: 20, n_params: 6, n_flops: 5, n_latency: 0, rates: [0.25, 0.5, 0.7
             round_to: 8}
 latency: {targets: [{runtime: openvino, threads: 2}], cache_dir: latency_cache, until_knee: false,
           knee_tau: 0.03, snap: true}     # optional: latency models measured on each target
+                                          # per_target: true (or [names]): one run per target into
+                                          # run_dir/<name>/, N x the pruning time
 run_dir: runs/prune
 workers: 2          # sensitivity worker processes (default: all cores), one torch thread each
 executor: {kind: ray, address: auto}   # or kind: local (default) / serial; ray also takes
@@ -43,7 +45,7 @@ _SECTIONS = {
     "targets": {"iterations", "param_sparsity", "flops_sparsity", "metric_floor"},
     "selection": {"k", "n_params", "n_flops", "n_latency", "rates", "criterion", "round_to"},
     "executor": {"kind", "workers", "address", "num_cpus", "num_gpus", "max_retries"},
-    "latency": {"targets", "cache_dir", "until_knee", "knee_tau", "snap"},
+    "latency": {"targets", "cache_dir", "until_knee", "knee_tau", "snap", "per_target"},
 }
 _SCALARS = {"run_dir", "workers", "threads", "seed"}
 _BUILTINS = ("yolov7", "yolov7_tiny", "demo")
@@ -210,10 +212,20 @@ def _check_latency(lat: dict, sel: dict) -> None:
     _typed(lat, "latency", "until_knee", (bool,))
     _typed(lat, "latency", "snap", (bool,))
     _typed(lat, "latency", "knee_tau", (float, int), lambda v: 0 <= v < 1, "a fraction in [0, 1)")
+    per = lat.get("per_target")
+    if per not in (None, False, True) and not (isinstance(per, list) and per and all(
+            isinstance(n, str) for n in per)):
+        raise _fail("latency.per_target", f"expected true or a non-empty list of target names, got {per!r}")
+    if per and not lat.get("targets"):
+        raise _fail("latency.per_target", "needs latency.targets: a latency model per target drives each "
+                    "target's own run (e.g. targets: [{runtime: openvino, threads: 2}])")
     if lat.get("targets"):
         from edgeprune.deploy.targets import targets_from_config
 
-        targets_from_config(lat["targets"])  # names the bad entry
+        names = [t.name for t in targets_from_config(lat["targets"])]  # names the bad entry
+        unknown = [n for n in per if n not in names] if isinstance(per, list) else []
+        if unknown:
+            raise _fail("latency.per_target", f"unknown target(s) {unknown}; latency.targets are {names}")
 
 
 def latency_models(cfg: PruneConfig, model: Any, example_inputs: Any) -> list:

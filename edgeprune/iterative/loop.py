@@ -134,6 +134,7 @@ class _Run:
     executor: Executor | None
     progress: bool
     sensitivity_evaluator: Any = None  # ranks (group, rate) pairs; None -> ``evaluator``
+    sensitivity_cache: Path | None = None  # shared with other runs (content-keyed)
     base_params: int = 0
     base_flops: int = 0
     empty_reason: str | None = None  # why the last selection came back empty, when it says
@@ -205,7 +206,7 @@ def _iteration(run: _Run, i: int) -> CandidateRecord | None:
         table = sensitivity(current, run.example_inputs, run.sensitivity_evaluator or run.evaluator,
                             rates=run.prune.rates, criterion=run.prune.criterion,
                             round_to=run.prune.round_to, executor=run.executor,
-                            cache_dir=d / "sensitivity", progress=run.progress)
+                            cache_dir=run.sensitivity_cache or d / "sensitivity", progress=run.progress)
         lat = latency_of_rows(run.latency.models, current, run.example_inputs, table)
         table.save(d)  # the iteration's table at a findable place (the cache folder holds a copy)
         t1 = time.perf_counter()
@@ -286,6 +287,7 @@ def iterative_prune(
     latency: LatencyOptions | None = None,
     executor: Executor | None = None,
     sensitivity_evaluator: Any = None,
+    sensitivity_cache: str | Path | None = None,
     progress: bool = True,
     fresh: bool = False,
     **options: Any,
@@ -310,7 +312,9 @@ def iterative_prune(
 
     ``sensitivity_evaluator`` (default: ``evaluator``) scores the many single-layer prunes of the
     sensitivity analysis, e.g. on a subset of the images, while ``evaluator`` scores the candidates
-    (e.g. the full set with an interval).
+    (e.g. the full set with an interval). ``sensitivity_cache`` (default: ``iter_XX/sensitivity`` of
+    each iteration) is a folder shared with other runs: results are keyed by model, evaluator and
+    rates, so runs that start from the same model (``per_target_prune``) compute its sensitivity once.
     """
     stop = gather(StopCriteria, stop, options, KEYWORDS["stop"], "iterative_prune")
     prune = gather(PruneOptions, prune, options, KEYWORDS["prune"], "iterative_prune")
@@ -333,7 +337,7 @@ def iterative_prune(
         fp["sensitivity_evaluator"] = describe_callable(sensitivity_evaluator)
     _open_run(run_dir, fp, targets, fresh, progress)
     run = _Run(run_dir, unpruned, example_inputs, evaluator, finetune, prune, latency, executor, progress,
-               sensitivity_evaluator)
+               sensitivity_evaluator, Path(sensitivity_cache) if sensitivity_cache is not None else None)
 
     candidates = [_baseline(run)]
     base = candidates[0]

@@ -40,6 +40,8 @@ def run_prune_config(config: str | Path | prune_config.PruneConfig, fresh: bool 
                      progress: bool = True, executor: Any = None) -> Any:
     """Build everything the config names, then run (or resume) ``iterative_prune``; returns its result.
 
+    With ``latency.per_target``: ``per_target_prune`` (one run per target), a ``PerTargetResult``.
+
     ``executor``: where sensitivity runs; default: the config's ``executor`` section (``build_executor``).
     """
     import torch
@@ -75,5 +77,12 @@ def run_prune_config(config: str | Path | prune_config.PruneConfig, fresh: bool 
     latency = LatencyOptions(models=prune_config.latency_models(cfg, model, x),
                              until_knee=bool(lat.get("until_knee", False)),
                              knee_tau=float(lat.get("knee_tau", 0.03)), snap=bool(lat.get("snap", True)))
-    return iterative_prune(model, x, evaluator, finetune, run_dir=cfg.run_dir, stop=stop, prune=prune,
-                           latency=latency, executor=executor, progress=progress, fresh=fresh)
+    kwargs = dict(run_dir=cfg.run_dir, stop=stop, prune=prune, latency=latency, executor=executor,
+                  progress=progress, fresh=fresh)
+    per = lat.get("per_target")
+    if per:  # one run per target, each with its own latency model: N x the pruning time
+        from edgeprune.iterative.per_target import per_target_prune
+
+        return per_target_prune(model, x, evaluator, finetune, targets=per if isinstance(per, list) else None,
+                                **kwargs)
+    return iterative_prune(model, x, evaluator, finetune, **kwargs)
