@@ -95,11 +95,10 @@ def measure_target(
 
 def _measure_remote(target: Target, cands, key, rec_path: Path, config: ProfileConfig) -> dict:
     """Measure on a device through ``edgeprune.devices`` (the agent times candidates one by one)."""
-    from edgeprune.devices.profile_schema import load_profile
     from edgeprune.devices.runner import profile_on_devices
     from edgeprune.errors import DeviceError
 
-    prof = load_profile(target.device)
+    prof = target.device_profile()  # the sweep config's threads and options reach the agent
     jobs = profile_on_devices(
         {c.id: c.onnx_path for c in cands}, [prof], rec_path.parent.parent / "devices" / target.name,
         hosts={prof.name: target.host} if target.host else None, profile_options=asdict(config),
