@@ -70,7 +70,10 @@ def test_remote_latency_model_matches_the_local_one(sshd, tmp_path, device_pytho
     for channels in (None, half):
         r, loc = lm_remote.predict(channels), lm_local.predict(channels)
         assert r > 0 and loc > 0 and 1 / 3 < r / loc < 3, (channels, r, loc)
-    assert lm_remote.predict(half) < lm_remote.predict()
+    # both measured the same channel grid per layer (which count is faster is noise for convs this small:
+    # monotonicity is tested on the fake step-function target)
+    assert [sorted(t.out_ratio) for t in lm_remote.tables] == [sorted(t.out_ratio) for t in lm_local.tables]
+    assert [sorted(t.in_ratio) for t in lm_remote.tables] == [sorted(t.in_ratio) for t in lm_local.tables]
 
 
 def test_device_runtime_upgrade_and_threads_override(sshd, tmp_path, device_python, torch_shim):

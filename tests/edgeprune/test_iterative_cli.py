@@ -121,7 +121,7 @@ def test_cli_runs_and_resumes_end_to_end(tmp_path, capsys, restore_threads):
     assert "| 0 | 6.0" in out and "stopped:" in out
     run = tmp_path / "run"
     first = list_candidates(run)
-    assert first[0]["params"] > 6_000_000 and (run / "iter_01" / "selection.json").exists()
+    assert first[0].params > 6_000_000 and (run / "iter_01" / "selection.json").exists()
     assert len(list((run / "iter_01" / "sensitivity").glob("*/rows/*.json"))) == 55  # yolov7-tiny: 55 groups
     # The same command again resumes: nothing new is computed, the same candidates come back.
     mtime = (run / "iter_00" / "metrics.json").stat().st_mtime_ns
