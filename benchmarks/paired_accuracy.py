@@ -35,8 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     ev = DetectionEvaluator(a.out / "data" / "val", size, batch_size=8, bootstrap=a.n_boot, cache_images=True)
     rows, matches = [], {}
     for c in candidates_from_run(a.out / "prune", demo_model):
-        model = c.model() if callable(c.model) and not isinstance(c.model, torch.nn.Module) else c.model
-        m = ev(model)
+        m = ev(c.load_model())
         matches[c.id] = ev.last_matches
         rows.append((c.id, c.sparsity, m))
     base_id = rows[0][0]

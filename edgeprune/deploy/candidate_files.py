@@ -39,6 +39,12 @@ class SweepCandidate:
             return float(self.metrics[self.primary])
         return None
 
+    def load_model(self) -> Any:
+        """The candidate's nn.Module (``model`` itself, or what its zero-argument loader returns)."""
+        if self.model is None:
+            raise InvalidConfigError(f"candidate '{self.id}' has neither an ONNX file nor a model")
+        return self.model if hasattr(self.model, "state_dict") else self.model()
+
 
 def metric_interval(c: SweepCandidate) -> tuple[float, float] | None:
     """The bootstrap interval of the candidate's primary metric, when its evaluator measured one."""
@@ -117,11 +123,9 @@ def export_candidates(
             if info.get("cache_key") == c.cache_key and info.get("onnx_sha256") == sha256_file(path):
                 c.onnx_path = str(path)
                 continue
-        if c.model is None:
-            raise InvalidConfigError(f"candidate '{c.id}' has neither an ONNX file nor a model")
         from edgeprune.export import export_onnx
 
-        model = c.model() if callable(c.model) and not hasattr(c.model, "state_dict") else c.model
+        model = c.load_model()
         if example_inputs is None:
             import torch
 

@@ -94,7 +94,7 @@ def refine_target(res: Any, tr: Any, example_inputs: Any, evaluator: Any = None,
     if not (callable(a.model) and callable(b.model)):
         return None
     fractions = list(fractions)[: MAX_EXTRA - 2]  # a and b are compiled again for the side-by-side pass
-    ma, mb = (c.model if hasattr(c.model, "state_dict") else c.model() for c in (a, b))
+    ma, mb = (c.load_model() for c in (a, b))
     base_params = res.candidates[0].params if res.candidates[0].sparsity == 0 else None
     refined = []
     for t, m in interpolated_models(ma, mb, example_inputs, fractions, tr.target.multiple):
