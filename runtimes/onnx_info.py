@@ -51,6 +51,23 @@ def specs_from_meta(items: list[dict]) -> list[TensorSpec]:
     return [TensorSpec(d["name"], tuple(d["shape"]), np.dtype(d["dtype"])) for d in items]
 
 
+def filled_feeds(inputs: list[TensorSpec], img_size: tuple[int, int] | None = None,
+                 seed: int = 0) -> dict[str, np.ndarray]:
+    """Random inputs in [0, 1) for timing: a dynamic dim becomes 1, or an image input's H, W ``img_size``.
+
+    Inputs never affect a conv's cost, so a fixed pseudo-image serves every candidate alike.
+    """
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for spec in inputs:
+        static = all(isinstance(d, int) and d > 0 for d in spec.shape)
+        shape = [d if isinstance(d, int) and d > 0 else 1 for d in spec.shape]
+        if img_size is not None and len(shape) == 4 and not static:
+            shape = [1, shape[1], *img_size]
+        feeds[spec.name] = rng.random(shape, dtype=np.float32).astype(spec.dtype)
+    return feeds
+
+
 def random_feeds(
     inputs: list[TensorSpec], seed: int = 0, shapes: dict | None = None
 ) -> dict[str, np.ndarray]:

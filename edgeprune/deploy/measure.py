@@ -11,30 +11,13 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
-
 from edgeprune.deploy.candidate_files import SweepCandidate, compile_cached
 from edgeprune.deploy.targets import Target
 from edgeprune.fileio import read_json, sha256_file, write_json
 from edgeprune.runtimes import registry
 from edgeprune.runtimes.compare import compare
+from edgeprune.runtimes.onnx_info import filled_feeds
 from edgeprune.runtimes.profiling import ProfileConfig
-
-
-def _feeds(session, img_size: tuple[int, int] | None) -> dict[str, np.ndarray]:
-    # a fixed pseudo-image in [0, 1]: inputs never affect the conv arithmetic's cost here
-    rng = np.random.default_rng(0)
-    feeds = {}
-    for spec in session.inputs:
-        shape = [d if isinstance(d, int) and d > 0 else 1 for d in spec.shape]
-        if (
-            img_size is not None
-            and len(shape) == 4
-            and not all(isinstance(d, int) and d > 0 for d in spec.shape)
-        ):
-            shape = [1, shape[1], *img_size]
-        feeds[spec.name] = rng.random(shape, dtype=np.float32).astype(spec.dtype)
-    return feeds
 
 
 def measure_target(
@@ -68,7 +51,7 @@ def measure_target(
     try:
         for c in cands:
             sessions[c.id] = rt.session(arts[c.id])
-        feeds = _feeds(next(iter(sessions.values())), img_size)
+        feeds = filled_feeds(next(iter(sessions.values())).inputs, img_size)
         result = compare(sessions, feeds, config)
     finally:
         for s in sessions.values():

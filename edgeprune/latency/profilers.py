@@ -10,8 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
-
+from edgeprune.runtimes.onnx_info import filled_feeds
 from edgeprune.runtimes.profiling import ProfileConfig
 
 # Short timings: a single conv runs in microseconds to a few ms; ratios inside one interleaved pass are
@@ -32,12 +31,6 @@ class Profiler(Protocol):
 
     def measure(self, files: dict[str, Path], whole: bool = False) -> dict[str, float]:
         """Median ms per name; files given together are measured side by side where the target can."""
-
-
-def _feeds(session) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(0)
-    return {s.name: rng.random([d if isinstance(d, int) and d > 0 else 1 for d in s.shape],
-                               dtype=np.float32) for s in session.inputs}
 
 
 class LocalProfiler:
@@ -72,7 +65,7 @@ class LocalProfiler:
                         art = self.runtime.compile(files[n], Path(tmp) / f"{start}-{len(sessions)}",
                                                    precision=t.precision, threads=t.threads, **t.options)
                         sessions[n] = self.runtime.session(art)
-                    feeds = {n: _feeds(s) for n, s in sessions.items()}
+                    feeds = {n: filled_feeds(s.inputs) for n, s in sessions.items()}
                     res = compare(sessions, feeds, self.whole if whole else self.micro)
                     out.update({n: float(s.median_ms) for n, s in res.items()})
                 finally:
